@@ -1,0 +1,26 @@
+"""dd_assets: NVIDIA NeMo Data Designer workflows as Dagster software-defined assets."""
+
+import os
+
+# Offline-safe default: Data Designer reads this once, at import, and otherwise sends telemetry.
+os.environ.setdefault("NEMO_TELEMETRY_ENABLED", "false")
+
+from dd_assets.dataset import StageDataset  # noqa: E402
+from dd_assets.io_manager import StageParquetIOManager  # noqa: E402
+from dd_assets.resource import DataDesignerResource  # noqa: E402
+from dd_assets.spec import Stage, Workflow, WorkflowDefinitionError  # noqa: E402
+from dd_assets.stage_runner import StageRunConfig  # noqa: E402
+from dd_assets.translator import DataDesignerStageTranslator  # noqa: E402
+from dd_assets.workflow_definitions import build_workflow_definitions  # noqa: E402
+
+__all__ = [
+    "DataDesignerResource",
+    "DataDesignerStageTranslator",
+    "Stage",
+    "StageDataset",
+    "StageParquetIOManager",
+    "StageRunConfig",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "build_workflow_definitions",
+]

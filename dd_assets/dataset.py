@@ -1,0 +1,85 @@
+"""StageDataset: a read handle on the published output of a stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from upath import UPath
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class StageDataset:
+    """The selected output of a stage, as published by :class:`~dd_assets.StageParquetIOManager`.
+
+    Attributes:
+        path: the stage's ``data/`` directory.
+        files: the parquet files of this version, in order (read these, not a glob of ``path``).
+        num_rows: row count, read from parquet footers.
+        schema: Arrow schema of the output.
+        status: ``completed``, ``completed_empty``, ``skipped_empty_upstream`` or ``overridden``.
+        record: the full ``stage.json`` record (versions, counts, upstream versions).
+    """
+
+    path: UPath
+    files: tuple[UPath, ...]
+    num_rows: int
+    schema: pa.Schema
+    status: str = "completed"
+    record: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the output has no rows."""
+        return self.num_rows == 0
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names of the output."""
+        return list(self.schema.names)
+
+    def to_arrow(self) -> pa.Table:
+        """Read the whole output as one Arrow table."""
+        tables = []
+        for file in self.files:
+            with file.open("rb") as handle:
+                tables.append(pq.read_table(handle))
+        if not tables:
+            return self.schema.empty_table()
+        return pa.concat_tables(tables, promote_options="default")
+
+    def head(self, rows: int = 5) -> pa.Table:
+        """The first ``rows`` rows, reading only as many files as needed."""
+        tables, remaining = [], rows
+        for file in self.files:
+            if remaining <= 0:
+                break
+            with file.open("rb") as handle:
+                table = pq.read_table(handle).slice(0, remaining)
+            tables.append(table)
+            remaining -= table.num_rows
+        if not tables:
+            return self.schema.empty_table()
+        return pa.concat_tables(tables, promote_options="default")
+
+    def to_pandas(self) -> pd.DataFrame:
+        """Read the whole output as a pandas DataFrame."""
+        return self.to_arrow().to_pandas()
+
+    @classmethod
+    def from_files(cls, path: UPath, files: list[UPath], *, status: str = "completed", record: dict | None = None):
+        """Build a handle from parquet files, reading only their footers."""
+        num_rows = 0
+        schemas = []
+        for file in files:
+            with file.open("rb") as handle:
+                meta = pq.ParquetFile(handle).metadata
+                num_rows += meta.num_rows
+                schemas.append(meta.schema.to_arrow_schema())
+        schema = pa.unify_schemas(schemas) if schemas else pa.schema([])
+        return cls(path=path, files=tuple(files), num_rows=num_rows, schema=schema, status=status, record=record or {})

@@ -1,0 +1,221 @@
+"""StageParquetIOManager: each stage's parquet in its own directory, published atomically.
+
+Layout (public)::
+
+    <base_dir>/<workflow>/<stage>/data/*.parquet   the selected output handed downstream
+    <base_dir>/<workflow>/<stage>/artifacts/       Data Designer's artifact directory
+    <base_dir>/<workflow>/<stage>/stage.json       status, versions, counts, upstream versions, files
+
+A stage runs in a local work directory (``<stage>/.staging/<key>`` for a local ``base_dir``).
+Publishing writes the new parquet files under version-unique names, then replaces ``stage.json``
+in one step (the commit point; readers follow its ``files`` list), then swaps in the artifacts and
+removes the previous version's files. A run that fails or is killed before the commit leaves the
+previous output untouched, and its work directory lets the next run resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+from pydantic import Field
+from upath import UPath
+
+from dd_assets.dataset import StageDataset
+
+STAGE_RECORD = "stage.json"
+DATA_DIR = "data"
+ARTIFACTS_DIR = "artifacts"
+STAGING_DIR = ".staging"
+
+
+@dataclass
+class StageOutput:
+    """What a stage run hands to the IO manager to publish."""
+
+    work_dir: Path
+    files: list[Path]
+    record: dict[str, Any]
+    artifacts_dir: Path | None = None
+    extra_cleanup: list[Path] = field(default_factory=list)
+
+
+class StageStorageError(RuntimeError):
+    """A stage directory cannot be read or written."""
+
+
+class StageParquetIOManager(dg.ConfigurableIOManager):
+    """Stores every stage in ``<base_dir>/<workflow>/<stage>/`` (IO manager key ``"dd_stage_io_manager"``).
+
+    Attributes:
+        base_dir: a local path or an fsspec URL (``s3://bucket/prefix``) read through universal_pathlib.
+        storage_options: fsspec options for a URL ``base_dir`` (credentials, endpoint).
+        local_work_dir: where stages run before upload when ``base_dir`` is not local (default: a temp dir).
+    """
+
+    base_dir: str = "data"
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    local_work_dir: str | None = None
+
+    # --- paths -------------------------------------------------------------------------------
+    @property
+    def root(self) -> UPath:
+        """``base_dir`` as a path object."""
+        return UPath(self.base_dir, **self.storage_options)
+
+    @property
+    def is_local(self) -> bool:
+        """True when ``base_dir`` is on the local file system."""
+        return self.root.protocol in ("", "file", "local")
+
+    def stage_dir(self, workflow: str, stage: str) -> UPath:
+        """``<base_dir>/<workflow>/<stage>``."""
+        return self.root / workflow / stage
+
+    def work_dir(self, workflow: str, stage: str, key: str) -> Path:
+        """The local directory a stage run generates into; keyed so that a rerun of the same work resumes."""
+        if self.is_local:
+            return Path(self.stage_dir(workflow, stage).path) / STAGING_DIR / key
+        base = Path(self.local_work_dir or Path(tempfile.gettempdir()) / "dd_assets_work")
+        return base / workflow / stage / key
+
+    # --- reading -----------------------------------------------------------------------------
+    def read_record(self, workflow: str, stage: str) -> dict[str, Any] | None:
+        """The published ``stage.json`` of a stage, or ``None`` when it was never published."""
+        path = self.stage_dir(workflow, stage) / STAGE_RECORD
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StageStorageError(f"cannot read {path}: {exc}") from exc
+
+    def read_stage(self, workflow: str, stage: str) -> StageDataset:
+        """A handle on the published output of a stage."""
+        record = self.read_record(workflow, stage)
+        stage_dir = self.stage_dir(workflow, stage)
+        if record is None:
+            raise StageStorageError(
+                f"workflow {workflow!r}, stage {stage!r}: no published output at {stage_dir}; materialize it first"
+            )
+        files = [stage_dir / name for name in record["files"]]
+        missing = [str(f) for f in files if not f.exists()]
+        if missing:
+            raise StageStorageError(
+                f"workflow {workflow!r}, stage {stage!r}: published files are missing ({', '.join(missing)}); "
+                "rematerialize the stage"
+            )
+        return StageDataset.from_files(stage_dir / DATA_DIR, files, status=record.get("status", "completed"), record=record)
+
+    # --- dagster hooks -------------------------------------------------------------------------
+    def handle_output(self, context: dg.OutputContext, obj: StageOutput) -> None:
+        if not isinstance(obj, StageOutput):
+            raise StageStorageError(
+                f"{context.asset_key.to_user_string()}: dd_stage_io_manager stores Data Designer stages only, "
+                f"got {type(obj).__name__}"
+            )
+        workflow, stage = _workflow_stage(context.asset_key)
+        self.publish(workflow, stage, obj)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        workflow, stage = _workflow_stage(context.upstream_output.asset_key)
+        dataset = self.read_stage(workflow, stage)
+        wanted = context.dagster_type.typing_type if context.dagster_type else None
+        if wanted is pa.Table:
+            return dataset.to_arrow()
+        if getattr(wanted, "__name__", None) == "DataFrame" and getattr(wanted, "__module__", "").startswith("pandas"):
+            return dataset.to_pandas()
+        return dataset
+
+    # --- publishing --------------------------------------------------------------------------
+    def publish(self, workflow: str, stage: str, output: StageOutput) -> StageDataset:
+        """Publish a finished stage: new files, then ``stage.json`` (the commit), then artifacts and cleanup."""
+        stage_dir = self.stage_dir(workflow, stage)
+        data_dir = stage_dir / DATA_DIR
+        version = f"{output.record.get('data_version', 'v')[:12]}-{uuid.uuid4().hex[:8]}"
+        previous = self.read_record(workflow, stage)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            names = []
+            for index, source in enumerate(output.files):
+                name = f"{DATA_DIR}/part-{version}-{index:05d}.parquet"
+                self._put_file(source, stage_dir / name)
+                names.append(name)
+            record = {**output.record, "files": names, "version": version}
+            self._write_record(stage_dir, record)
+        except OSError as exc:
+            raise StageStorageError(
+                f"workflow {workflow!r}, stage {stage!r}: publishing to {stage_dir} failed ({exc}); "
+                "the previous output is unchanged"
+            ) from exc
+
+        # Committed. What follows replaces informational artifacts and frees space.
+        if output.artifacts_dir is not None and output.artifacts_dir.exists():
+            self._replace_artifacts(stage_dir, output.artifacts_dir)
+        keep = set(names)
+        for old in (previous or {}).get("files", []):
+            if old not in keep:
+                _remove(stage_dir / old)
+        shutil.rmtree(output.work_dir, ignore_errors=True)
+        for path in output.extra_cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+        return StageDataset.from_files(data_dir, [stage_dir / n for n in names], status=record["status"], record=record)
+
+    def _put_file(self, source: Path, target: UPath) -> None:
+        if self.is_local:
+            Path(target.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target.path)  # same file system: no copy, and artifacts keep their copy
+            except OSError:
+                shutil.copyfile(source, target.path)
+        else:
+            with open(source, "rb") as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 22)
+
+    def _write_record(self, stage_dir: UPath, record: dict[str, Any]) -> None:
+        text = json.dumps(record, indent=2, sort_keys=True, default=str)
+        target = stage_dir / STAGE_RECORD
+        if self.is_local:
+            tmp = Path(target.path).with_name(f".{STAGE_RECORD}.{uuid.uuid4().hex}.tmp")
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target.path)
+        else:
+            target.write_text(text)  # one object PUT: atomic on object stores
+
+    def _replace_artifacts(self, stage_dir: UPath, artifacts: Path) -> None:
+        target = stage_dir / ARTIFACTS_DIR
+        if self.is_local:
+            trash = Path(stage_dir.path) / STAGING_DIR / f"old-artifacts-{uuid.uuid4().hex}"
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            if Path(target.path).exists():
+                os.replace(target.path, trash)
+            os.replace(artifacts, target.path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            if target.exists():
+                target.fs.rm(target.path, recursive=True)
+            target.fs.put(str(artifacts), target.path, recursive=True)
+
+
+def _workflow_stage(asset_key: dg.AssetKey) -> tuple[str, str]:
+    if len(asset_key.path) != 2:
+        raise StageStorageError(f"expected a stage asset key [workflow, stage], got {asset_key.to_user_string()}")
+    return asset_key.path[0], asset_key.path[1]
+
+
+def _remove(path: UPath) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,300 @@
+"""Workflow and stage specs: what a user declares, validated when it is built.
+
+A :class:`Workflow` is a named DAG of :class:`Stage` objects. Each stage is one
+``DataDesigner.create()`` call; ``depends_on`` names other stages of the same
+workflow or any Dagster asset by ``dg.AssetKey``. Every mistake is raised as a
+:class:`WorkflowDefinitionError` that names the workflow, the stage and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+import dagster as dg
+from data_designer.config.base import ProcessorConfig
+from data_designer.config.config_builder import BuilderConfig, DataDesignerConfigBuilder
+from data_designer.config.data_designer_config import DataDesignerConfig
+from data_designer.config.seed import IndexRange, PartitionBlock, SamplingStrategy
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from dd_assets.dataset import StageDataset
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+StageConfig = Union[DataDesignerConfigBuilder, DataDesignerConfig, Mapping[str, Any], str, Path]
+"""A builder, a built config, a dict, or a path to a YAML/JSON file in Data Designer's ``write_config`` format."""
+
+CombineFn = Callable[[dict[str, "StageDataset"]], Union["pd.DataFrame", "pa.Table", str, Path]]
+"""A join: gets every upstream as a :class:`StageDataset` keyed by upstream name, returns the combined seed."""
+
+OnSuccessFn = Callable[[Path], Union[Path, str]]
+"""Called with the stage's artifact directory after generation; returns the parquet file or directory to hand on."""
+
+
+class WorkflowDefinitionError(ValueError):
+    """A workflow or stage is declared wrongly. The message names the workflow, the stage and the field."""
+
+    def __init__(self, message: str, *, workflow: str | None = None, stage: str | None = None, field: str | None = None):
+        self.workflow, self.stage, self.field = workflow, stage, field
+        where = []
+        if workflow is not None:
+            where.append(f"workflow {workflow!r}")
+        if stage is not None:
+            where.append(f"stage {stage!r}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """One Data Designer generation step, materialized as one Dagster asset.
+
+    Args:
+        name: ``[A-Za-z0-9_-]+``, unique in its workflow; the asset key is ``[workflow, name]``.
+        config: the stage's Data Designer config (builder, ``DataDesignerConfig``, dict or file path).
+        depends_on: upstream stage names of the same workflow, or ``dg.AssetKey`` of any other asset.
+        num_records: records to generate; defaults to the seed's row count, then Data Designer's default.
+        output_processors: processors run as a second ``create()`` over the stage output.
+        output: ``"final"`` or ``"processor:<name>"`` to hand a processor artifact downstream.
+        on_success: called with the artifact directory; its returned parquet path becomes the output.
+        on_success_version: a version string for ``on_success``, part of the code version.
+        allow_empty: an empty output succeeds and downstream stages are skipped without model calls.
+        sampling_strategy: how the upstream seed is sampled (``ordered`` or ``shuffle``).
+        selection_strategy: an ``IndexRange`` or ``PartitionBlock`` of the upstream seed.
+        combine: ``"concat"``, ``"zip"`` or a callable; required with more than one upstream.
+        description: shown in the Dagster UI.
+    """
+
+    name: str
+    config: StageConfig
+    depends_on: Sequence[str | dg.AssetKey] = ()
+    num_records: int | None = None
+    output_processors: Sequence[ProcessorConfig] = ()
+    output: str = "final"
+    on_success: OnSuccessFn | None = None
+    on_success_version: str | None = None
+    allow_empty: bool = False
+    sampling_strategy: SamplingStrategy | str = SamplingStrategy.ORDERED
+    selection_strategy: IndexRange | PartitionBlock | None = None
+    combine: Literal["concat", "zip"] | CombineFn | None = None
+    description: str | None = None
+
+    # Filled in by validation: the config as a builder, with the user's object left untouched.
+    builder: DataDesignerConfigBuilder = field(init=False, repr=False)
+
+    @property
+    def upstream_stage_names(self) -> list[str]:
+        """Names of upstream stages of the same workflow, in ``depends_on`` order."""
+        return [d for d in self.depends_on if isinstance(d, str)]
+
+    @property
+    def processor_names(self) -> set[str]:
+        """Every processor name the stage defines (in its config and in ``output_processors``)."""
+        names = {p.name for p in self.builder.get_processor_configs()}
+        return names | {p.name for p in self.output_processors}
+
+
+@dataclass(frozen=True, eq=False)
+class Workflow:
+    """A named DAG of stages. Validated on construction; see :class:`WorkflowDefinitionError`."""
+
+    name: str
+    stages: Sequence[Stage]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        _validate_workflow(self)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Workflow:
+        """Load a workflow from a YAML file (see ``docs/yaml.md``)."""
+        from dd_assets.yaml_loader import load_workflow_yaml
+
+        return load_workflow_yaml(path)
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name``."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"workflow {self.name!r} has no stage {name!r}")
+
+    def topological_order(self) -> list[Stage]:
+        """Stages ordered so that every stage comes after its upstream stages."""
+        by_name = {s.name: s for s in self.stages}
+        ordered: list[Stage] = []
+        seen: set[str] = set()
+
+        def visit(stage: Stage) -> None:
+            if stage.name in seen:
+                return
+            seen.add(stage.name)
+            for upstream in stage.upstream_stage_names:
+                visit(by_name[upstream])
+            ordered.append(stage)
+
+        for stage in self.stages:
+            visit(stage)
+        return ordered
+
+
+def load_stage_config(config: StageConfig) -> DataDesignerConfigBuilder:
+    """Turn any accepted ``Stage.config`` form into a fresh ``DataDesignerConfigBuilder``."""
+    if isinstance(config, DataDesignerConfigBuilder):
+        return DataDesignerConfigBuilder.from_config(BuilderConfig(data_designer=config.build()))
+    if isinstance(config, DataDesignerConfig):
+        return DataDesignerConfigBuilder.from_config(BuilderConfig(data_designer=config.model_copy(deep=True)))
+    if isinstance(config, Mapping):
+        return DataDesignerConfigBuilder.from_config(dict(config))
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        if path.suffix not in {".yaml", ".yml", ".json"}:
+            raise ValueError(f"config file {str(path)!r} must end in .yaml, .yml or .json")
+        if not path.is_file():
+            raise ValueError(f"config file {str(path)!r} does not exist or is not a file")
+        return DataDesignerConfigBuilder.from_config(path)
+    raise TypeError(
+        f"expected a DataDesignerConfigBuilder, DataDesignerConfig, dict or config file path, got {type(config).__name__}"
+    )
+
+
+def _validate_name(value: object, label: str, *, workflow: str | None, stage: str | None) -> None:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise WorkflowDefinitionError(
+            f"{label} {value!r} is invalid: use letters, digits, '_' and '-' only",
+            workflow=workflow,
+            stage=stage,
+            field="name",
+        )
+
+
+def _validate_workflow(workflow: Workflow) -> None:
+    _validate_name(workflow.name, "workflow name", workflow=None, stage=None)
+    if not workflow.stages:
+        raise WorkflowDefinitionError("a workflow needs at least one stage", workflow=workflow.name, field="stages")
+    seen: set[str] = set()
+    for stage in workflow.stages:
+        if not isinstance(stage, Stage):
+            raise WorkflowDefinitionError(
+                f"expected Stage objects, got {type(stage).__name__}", workflow=workflow.name, field="stages"
+            )
+        _validate_name(stage.name, "stage name", workflow=workflow.name, stage=None)
+        if stage.name in seen:
+            raise WorkflowDefinitionError("duplicate stage name", workflow=workflow.name, stage=stage.name, field="name")
+        seen.add(stage.name)
+    for stage in workflow.stages:
+        _validate_stage(workflow.name, stage, stage_names=seen)
+    _check_cycles(workflow)
+
+
+def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str]) -> None:
+    def fail(message: str, field_name: str) -> None:
+        raise WorkflowDefinitionError(message, workflow=workflow, stage=stage.name, field=field_name)
+
+    try:
+        builder = load_stage_config(stage.config)
+        builder.build()
+    except Exception as exc:  # Data Designer raises pydantic, value and file errors here
+        fail(f"invalid Data Designer config: {exc}", "config")
+    object.__setattr__(stage, "builder", builder)
+
+    depends_on = stage.depends_on
+    if isinstance(depends_on, (str, dg.AssetKey)):
+        depends_on = [depends_on]
+    object.__setattr__(stage, "depends_on", tuple(depends_on))
+    seen_deps: set[object] = set()
+    for dep in stage.depends_on:
+        if isinstance(dep, str):
+            if dep == stage.name:
+                fail("a stage cannot depend on itself", "depends_on")
+            if dep not in stage_names:
+                known = ", ".join(sorted(stage_names - {stage.name})) or "none"
+                fail(f"unknown upstream stage {dep!r} (stages of this workflow: {known})", "depends_on")
+        elif not isinstance(dep, dg.AssetKey):
+            fail(f"entries must be stage names or dg.AssetKey, got {type(dep).__name__}", "depends_on")
+        if dep in seen_deps:
+            fail(f"upstream {dep!r} is listed twice", "depends_on")
+        seen_deps.add(dep)
+
+    if stage.num_records is not None and (
+        not isinstance(stage.num_records, int) or isinstance(stage.num_records, bool) or stage.num_records < 1
+    ):
+        fail(f"must be a positive integer, got {stage.num_records!r}", "num_records")
+
+    processors = tuple(stage.output_processors or ())
+    for processor in processors:
+        if not isinstance(processor, ProcessorConfig):
+            fail(f"entries must be Data Designer processor configs, got {type(processor).__name__}", "output_processors")
+    object.__setattr__(stage, "output_processors", processors)
+    names = [p.name for p in processors]
+    if len(names) != len(set(names)):
+        fail("processor names must be distinct", "output_processors")
+    clash = set(names) & {p.name for p in builder.get_processor_configs()}
+    if clash:
+        fail(f"names {sorted(clash)} are already used by processors in the stage config", "output_processors")
+
+    if not isinstance(stage.output, str) or not (stage.output == "final" or stage.output.startswith("processor:")):
+        fail(f"must be 'final' or 'processor:<name>', got {stage.output!r}", "output")
+    if stage.output.startswith("processor:"):
+        wanted = stage.output.removeprefix("processor:")
+        if wanted not in stage.processor_names:
+            defined = ", ".join(sorted(stage.processor_names)) or "none"
+            fail(f"no processor named {wanted!r} is defined (defined: {defined})", "output")
+
+    if stage.on_success is not None and not callable(stage.on_success):
+        fail("must be callable", "on_success")
+    if stage.on_success_version is not None and not isinstance(stage.on_success_version, str):
+        fail("must be a string", "on_success_version")
+    if not isinstance(stage.allow_empty, bool):
+        fail("must be a boolean", "allow_empty")
+    try:
+        object.__setattr__(stage, "sampling_strategy", SamplingStrategy(stage.sampling_strategy))
+    except ValueError:
+        fail(f"must be 'ordered' or 'shuffle', got {stage.sampling_strategy!r}", "sampling_strategy")
+    if stage.selection_strategy is not None and not isinstance(stage.selection_strategy, (IndexRange, PartitionBlock)):
+        fail("must be an IndexRange or a PartitionBlock", "selection_strategy")
+
+    if stage.combine is not None and stage.combine not in ("concat", "zip") and not callable(stage.combine):
+        fail(f"must be 'concat', 'zip' or a callable, got {stage.combine!r}", "combine")
+    if len(stage.depends_on) > 1 and stage.combine is None:
+        fail(
+            f"the stage has {len(stage.depends_on)} upstreams; set combine to 'concat', 'zip' or a callable",
+            "combine",
+        )
+    if stage.description is not None and not isinstance(stage.description, str):
+        fail("must be a string", "description")
+
+
+def _check_cycles(workflow: Workflow) -> None:
+    by_name = {s.name: s for s in workflow.stages}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        path.append(name)
+        for upstream in by_name[name].upstream_stage_names:
+            if state.get(upstream) == 1:
+                cycle = path[path.index(upstream) :] + [upstream]
+                raise WorkflowDefinitionError(
+                    "dependency cycle: " + " -> ".join(reversed(cycle)),
+                    workflow=workflow.name,
+                    stage=upstream,
+                    field="depends_on",
+                )
+            if state.get(upstream) is None:
+                visit(upstream)
+        path.pop()
+        state[name] = 2
+
+    for stage in workflow.stages:
+        if state.get(stage.name) is None:
+            visit(stage.name)

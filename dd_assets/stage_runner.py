@@ -1,0 +1,316 @@
+"""Running one stage: seed, generate with the shared DataDesigner, select the output, describe it.
+
+Mirrors ``CompositeWorkflow.run()`` for one stage (Data Designer's
+``data_designer/interface/composite_workflow.py``) and goes past it: joins, external upstreams,
+run-config overrides, resume keyed by the work a run does, and an output the IO manager publishes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow.parquet as pq
+from data_designer.config.config_builder import DataDesignerConfigBuilder
+from data_designer.config.seed_source import LocalFileSeedSource
+from data_designer.config.utils.constants import DEFAULT_NUM_RECORDS
+from data_designer.engine.storage.artifact_storage import ResumeMode
+from upath import UPath
+
+from dd_assets.dataset import StageDataset
+from dd_assets.io_manager import StageOutput, StageParquetIOManager
+from dd_assets.log_bridge import data_designer_logs_to_dagster
+from dd_assets.metadata import compact_column_statistics, stage_metadata
+from dd_assets.resource import DataDesignerResource
+from dd_assets.seeds import Seed, as_stage_dataset, build_seed, upstream_label
+from dd_assets.spec import Stage, Workflow, load_stage_config
+from dd_assets.versioning import hash_json, parquet_data_version
+
+
+class StageRunConfig(dg.Config):
+    """Per-materialization settings of a stage (launchpad / ``--config``).
+
+    Attributes:
+        num_records: records to generate this run; overrides ``Stage.num_records`` and the seed size.
+        output_override: a parquet file or directory that replaces the stage's output; the stage makes
+            no model call (like Data Designer's ``stage_output_overrides``, without generating first).
+    """
+
+    num_records: int | None = None
+    output_override: str | None = None
+
+
+class StageFailure(dg.Failure):
+    """A stage cannot run; the message names the workflow and the stage."""
+
+
+@dataclass
+class StageRun:
+    """One materialization of one stage."""
+
+    context: dg.AssetExecutionContext
+    workflow: Workflow
+    stage: Stage
+    config: StageRunConfig
+    code_version: str
+    resource: DataDesignerResource
+    io_manager: StageParquetIOManager
+    upstream_keys: dict[str | dg.AssetKey, dg.AssetKey]
+
+    @property
+    def where(self) -> str:
+        return f"workflow {self.workflow.name!r}, stage {self.stage.name!r}"
+
+    def fail(self, message: str) -> StageFailure:
+        return StageFailure(description=f"{self.where}: {message}")
+
+    # ---------------------------------------------------------------------------------------------
+    def run(self, upstream_values: dict[str | dg.AssetKey, Any]) -> dg.Output:
+        started = time.monotonic()
+        stage = self.stage
+        if self.config.num_records is not None and self.config.num_records < 1:
+            raise self.fail(f"run config num_records must be a positive integer, got {self.config.num_records}")
+
+        # External upstreams arrive as whatever their IO manager loads: write them as parquet first.
+        inputs_dir = self.io_manager.work_dir(self.workflow.name, stage.name, f"inputs-{self.context.run.run_id}")
+        upstreams = {
+            dep: as_stage_dataset(value, where=self.where, work_dir=inputs_dir, name=upstream_label(dep))
+            for dep, value in upstream_values.items()
+        }
+        upstream_versions = {upstream_label(dep): _data_version_of(ds) for dep, ds in upstreams.items()}
+        # The work directory is keyed by everything that decides the output, so a rerun of the same
+        # work resumes its finished batches and any change starts fresh.
+        work_key = hash_json([self.code_version, upstream_versions, self.config.num_records])[:16]
+        work_dir = self.io_manager.work_dir(self.workflow.name, stage.name, work_key)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            seed = build_seed(stage, upstreams, self.upstream_keys, work_dir, where=self.where)
+        except ValueError as exc:
+            raise self.fail(str(exc).removeprefix(f"{self.where}, ")) from exc
+
+        record: dict[str, Any] = {
+            "workflow": self.workflow.name,
+            "stage": stage.name,
+            "code_version": self.code_version,
+            "upstream": {
+                upstream_label(dep): {
+                    "asset_key": self.upstream_keys[dep].to_user_string(),
+                    "data_version": upstream_versions[upstream_label(dep)],
+                    "rows": upstreams[dep].num_rows,
+                }
+                for dep in stage.depends_on
+            },
+            "run_id": self.context.run.run_id,
+            "work_key": work_key,
+            "resumed": False,
+            "model_usage": {},
+        }
+        num_records = self.config.num_records or stage.num_records or (seed.num_rows if seed else None)
+        record["num_records_requested"] = num_records or DEFAULT_NUM_RECORDS
+
+        artifacts_dir: Path | None = None
+        analysis = None
+        if self.config.output_override:
+            files = self._override_files(self.config.output_override)
+            record.update(status="overridden", num_records_actual=0, output_override=self.config.output_override)
+        elif seed is not None and seed.num_rows == 0:
+            empty = [dep for dep in stage.depends_on if upstreams[dep].is_empty]
+            self.context.log.info(
+                f"{self.where}: upstream {', '.join(map(upstream_label, empty))} is empty; skipping without model calls"
+            )
+            files = [self._write_empty(work_dir, seed, upstreams)]
+            record.update(
+                status="skipped_empty_upstream",
+                num_records_actual=0,
+                upstream_stage=upstream_label(empty[0]) if empty else None,
+            )
+        else:
+            files, artifacts_dir, analysis = self._generate(work_dir, seed, record["num_records_requested"], record)
+
+        dataset = StageDataset.from_files(UPath(work_dir), [UPath(f) for f in files])
+        if dataset.num_rows == 0 and record.get("status") is None:
+            if not stage.allow_empty:
+                raise self.fail(
+                    "produced an empty output; set allow_empty=True to accept it (downstream stages are then skipped)"
+                )
+            record["status"] = "completed_empty"
+        record.setdefault("status", "completed")
+        if record["status"] == "overridden" and dataset.num_rows == 0 and not stage.allow_empty:
+            raise self.fail(f"output_override {self.config.output_override!r} has no rows and allow_empty is False")
+
+        record.update(
+            output_rows=dataset.num_rows,
+            data_version=parquet_data_version(files),
+            materialized_at=datetime.now(timezone.utc).isoformat(),
+            duration_s=round(time.monotonic() - started, 3),
+        )
+        column_statistics = compact_column_statistics(analysis)
+        record["column_statistics"] = column_statistics
+        builder = stage.builder
+        metadata = stage_metadata(
+            dataset=dataset,
+            uri=str(self.io_manager.stage_dir(self.workflow.name, stage.name) / "data"),
+            builder=builder,
+            seed=seed,
+            record=record,
+            column_statistics=column_statistics,
+        )
+        output = StageOutput(
+            work_dir=work_dir,
+            files=[Path(f) for f in files],
+            record=record,
+            artifacts_dir=artifacts_dir,
+            extra_cleanup=[inputs_dir],
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.BetaWarning)  # Output(data_version=...) is beta in Dagster 1.13
+            return dg.Output(output, data_version=dg.DataVersion(record["data_version"]), metadata=metadata)
+
+    # ---------------------------------------------------------------------------------------------
+    def _generate(
+        self, work_dir: Path, seed: Seed | None, num_records: int, record: dict[str, Any]
+    ) -> tuple[list[Path], Path, Any]:
+        stage = self.stage
+        builder = load_stage_config(stage.builder)
+        if seed is not None:
+            if builder.get_seed_config() is not None:
+                self.context.log.warning(f"{self.where}: the config's own seed is replaced by the upstream output")
+            builder.with_seed_dataset(
+                LocalFileSeedSource(path=seed.glob),
+                sampling_strategy=stage.sampling_strategy,
+                selection_strategy=stage.selection_strategy,
+            )
+        self._check_models(builder)
+        data_designer = self.resource.get_data_designer()
+        try:
+            data_designer.register_stage_models(builder, owner=self.where)
+        except ValueError as exc:
+            raise self.fail(str(exc).removeprefix(f"{self.where}: ")) from exc
+        registry = data_designer.shared_registry
+
+        artifacts_dir = work_dir / "artifacts"
+        resume = ResumeMode.NEVER
+        if (artifacts_dir / "metadata.json").exists():
+            resume = ResumeMode.ALWAYS
+            self.context.log.info(f"{self.where}: resuming from the batches already written in {artifacts_dir}")
+        elif artifacts_dir.exists():
+            shutil.rmtree(artifacts_dir)
+        record["resumed"] = resume == ResumeMode.ALWAYS
+
+        snapshot = registry.usage_snapshot()
+        prefix = f"[{self.workflow.name}/{stage.name}] "
+        try:
+            with data_designer_logs_to_dagster(self.context, prefix, self.resource.secret_values()):
+                result = data_designer.create(
+                    builder, num_records=num_records, dataset_name="artifacts", artifact_path=work_dir, resume=resume
+                )
+                record["num_records_actual"] = result.count_records()
+                output_result = result
+                if stage.output_processors:
+                    output_result = self._run_output_processors(data_designer, builder, result, artifacts_dir)
+        except Exception as exc:
+            record["model_usage"] = registry.usage_since(snapshot)
+            raise self.fail(f"generation failed: {exc}") from exc
+        finally:
+            record["model_usage"] = registry.usage_since(snapshot)
+
+        if stage.on_success is not None:
+            try:
+                selected = Path(stage.on_success(result.artifact_storage.base_dataset_path))
+            except Exception as exc:
+                raise self.fail(f"on_success raised {exc!r}") from exc
+        else:
+            selected = self._selected_output(result, output_result)
+        files = _parquet_files(selected)
+        if not files:
+            raise self.fail(f"the selected output {str(selected)!r} has no parquet files")
+        try:
+            analysis = result.load_analysis()
+        except Exception:
+            analysis = None
+        return files, artifacts_dir, analysis
+
+    def _run_output_processors(self, data_designer, builder: DataDesignerConfigBuilder, result, artifacts_dir: Path):
+        output_dir = artifacts_dir / "output-processors"
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        processor_builder = DataDesignerConfigBuilder(
+            model_configs=builder.model_configs, tool_configs=builder.tool_configs
+        ).with_seed_dataset(LocalFileSeedSource(path=str(result.artifact_storage.final_dataset_path / "*.parquet")))
+        for processor in self.stage.output_processors:
+            processor_builder.add_processor(processor.model_copy(deep=True))
+        return data_designer.create(
+            processor_builder,
+            num_records=result.count_records(),
+            dataset_name="output-processors",
+            artifact_path=artifacts_dir,
+        )
+
+    def _selected_output(self, result, output_result) -> Path:
+        output = self.stage.output
+        if output == "final":
+            return output_result.artifact_storage.final_dataset_path
+        name = output.removeprefix("processor:")
+        source = output_result if name in {p.name for p in self.stage.output_processors} else result
+        base = source.artifact_storage.processors_outputs_path
+        for candidate in (base / name, base / f"{name}.parquet"):
+            if candidate.exists():
+                return candidate
+        raise self.fail(f"processor {name!r} produced no artifacts (looked in {base})")
+
+    def _check_models(self, builder: DataDesignerConfigBuilder) -> None:
+        """Fail before any generation when a model alias or its provider is not configured."""
+        aliases = sorted({a for c in builder.get_column_configs() for a in c.get_model_aliases()})
+        if not aliases:
+            return
+        configs = {m.alias: m for m in builder.model_configs}
+        providers = {p.name for p in self.resource.providers()}
+        for alias in aliases:
+            model = configs.get(alias)
+            if model is None:
+                raise self.fail(f"model alias {alias!r} has no model config in the stage config (field 'config')")
+            if model.provider not in providers:
+                configured = ", ".join(sorted(providers)) or "none"
+                raise self.fail(
+                    f"model alias {alias!r} uses provider {model.provider!r}, which is not configured on the "
+                    f"DataDesignerResource (configured: {configured}); add it to model_providers"
+                )
+
+    def _override_files(self, override: str) -> list[Path]:
+        path = Path(override).expanduser()
+        files = _parquet_files(path)
+        if not files:
+            raise self.fail(f"output_override {override!r} is not a parquet file or a directory of parquet files")
+        for file in files:
+            try:
+                pq.read_metadata(file)
+            except Exception as exc:
+                raise self.fail(f"output_override file {str(file)!r} is not readable parquet: {exc}") from exc
+        return files
+
+    def _write_empty(self, work_dir: Path, seed: Seed, upstreams: dict[Any, StageDataset]) -> Path:
+        import pyarrow as pa
+
+        schemas = [d.schema for d in upstreams.values()]
+        schema = pa.unify_schemas(schemas) if len(schemas) > 1 else schemas[0]
+        target = work_dir / "empty.parquet"
+        pq.write_table(schema.empty_table(), target)
+        return target
+
+
+def _data_version_of(dataset: StageDataset) -> str:
+    return dataset.record.get("data_version") or parquet_data_version(dataset.files)
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(path.glob("*.parquet"))
+    if path.is_file():
+        return [path]
+    return []

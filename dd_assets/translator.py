@@ -1,0 +1,78 @@
+"""DataDesignerStageTranslator: how a stage becomes an ``AssetSpec`` (the dagster-dbt translator pattern).
+
+Override a ``get_*`` method to change one field; :meth:`get_asset_spec` assembles them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from dd_assets.spec import Stage, Workflow
+from dd_assets.versioning import stage_code_version
+
+IO_MANAGER_KEY = "dd_stage_io_manager"
+RESOURCE_KEY = "data_designer"
+KINDS = {"data_designer", "parquet"}
+
+
+class DataDesignerStageTranslator:
+    """Builds the ``AssetSpec`` of each stage. Subclass it to change keys, groups, metadata, ..."""
+
+    def get_asset_key(self, workflow: Workflow, stage: Stage) -> dg.AssetKey:
+        """``[workflow, stage]``."""
+        return dg.AssetKey([workflow.name, stage.name])
+
+    def get_upstream_key(self, workflow: Workflow, dep: str | dg.AssetKey) -> dg.AssetKey:
+        """The asset key of an upstream: a stage name goes through :meth:`get_asset_key`."""
+        if isinstance(dep, dg.AssetKey):
+            return dep
+        return self.get_asset_key(workflow, workflow.stage(dep))
+
+    def get_group_name(self, workflow: Workflow, stage: Stage) -> str:
+        """The workflow name."""
+        return workflow.name
+
+    def get_description(self, workflow: Workflow, stage: Stage) -> str:
+        """The stage's description, or a summary of its columns."""
+        if stage.description:
+            return stage.description
+        columns = [c.name for c in stage.builder.get_column_configs()]
+        return f"Data Designer stage {stage.name!r} of workflow {workflow.name!r}; generates: {', '.join(columns)}"
+
+    def get_kinds(self, workflow: Workflow, stage: Stage) -> set[str]:
+        """``{"data_designer", "parquet"}``."""
+        return set(KINDS)
+
+    def get_code_version(self, workflow: Workflow, stage: Stage) -> str:
+        """A hash of the stage spec alone (see :mod:`dd_assets.versioning`)."""
+        return stage_code_version(stage)
+
+    def get_metadata(self, workflow: Workflow, stage: Stage) -> dict[str, Any]:
+        """Definition metadata shown in the catalog."""
+        columns = stage.builder.get_column_configs()
+        return {
+            "dd_assets/workflow": workflow.name,
+            "dd_assets/stage": stage.name,
+            "dd_assets/columns": dg.MetadataValue.json({c.name: str(c.column_type) for c in columns}),
+            "dd_assets/num_records": stage.num_records if stage.num_records is not None else "from seed",
+            "dd_assets/output": stage.output,
+        }
+
+    def get_tags(self, workflow: Workflow, stage: Stage) -> dict[str, str]:
+        """Asset tags (none by default)."""
+        return {}
+
+    def get_asset_spec(self, workflow: Workflow, stage: Stage) -> dg.AssetSpec:
+        """The whole ``AssetSpec`` of a stage, stored by the ``dd_stage_io_manager``."""
+        return dg.AssetSpec(
+            key=self.get_asset_key(workflow, stage),
+            deps=[self.get_upstream_key(workflow, dep) for dep in stage.depends_on],
+            description=self.get_description(workflow, stage),
+            group_name=self.get_group_name(workflow, stage),
+            kinds=self.get_kinds(workflow, stage),
+            code_version=self.get_code_version(workflow, stage),
+            metadata=self.get_metadata(workflow, stage),
+            tags=self.get_tags(workflow, stage),
+        ).with_io_manager_key(IO_MANAGER_KEY)

@@ -1,0 +1,100 @@
+"""Code versions and data versions of stage assets.
+
+``code_version`` hashes the stage spec alone, so editing one stage marks exactly that
+stage unsynced in the Dagster UI. What it includes and excludes:
+
+==========================  ========  =====================================================
+field                       included  why
+==========================  ========  =====================================================
+config fingerprint          yes       Data Designer's own ``DataDesignerConfig.fingerprint()``
+seed source path            no        machine specific; upstream seeds change data, not code
+seed sampling / selection   yes       change which rows are drawn
+num_records                 yes       changes the output size
+depends_on, combine         yes       change what the stage reads
+output_processors, output   yes       change what is handed downstream
+allow_empty                 yes       changes success semantics
+on_success_version          yes       the user's version of the callback
+on_success / combine fn     name      the qualified name; bump ``on_success_version`` on edits
+Data Designer version       yes       a new engine may generate differently
+description                 no        documentation only
+==========================  ========  =====================================================
+
+``data_version`` hashes the parquet bytes handed downstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from data_designer.config.config_builder import DataDesignerConfigBuilder
+from data_designer.config.version import get_library_version
+
+from dd_assets.spec import Stage
+
+CODE_VERSION_SCHEME = 1
+
+
+def _callable_name(fn: Any) -> str | None:
+    if fn is None or isinstance(fn, str):
+        return fn
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def config_fingerprint(builder: DataDesignerConfigBuilder) -> tuple[str, dict[str, Any] | None]:
+    """Data Designer's fingerprint of the config with the seed source left out, and the seed's strategies."""
+    config = builder.build()
+    seed = config.seed_config
+    seed_payload = None
+    if seed is not None:
+        seed_payload = {
+            "seed_type": getattr(seed.source, "seed_type", type(seed.source).__name__),
+            "sampling_strategy": seed.sampling_strategy.value,
+            "selection_strategy": seed.selection_strategy.model_dump(mode="json") if seed.selection_strategy else None,
+        }
+        config = config.model_copy(update={"seed_config": None})
+    return str(config.fingerprint()["config_hash"]), seed_payload
+
+
+def stage_spec_payload(stage: Stage) -> dict[str, Any]:
+    """Everything that defines what the stage generates, as JSON-ready data (see the module table)."""
+    fingerprint, own_seed = config_fingerprint(stage.builder)
+    return {
+        "scheme": CODE_VERSION_SCHEME,
+        "config_fingerprint": fingerprint,
+        "own_seed": own_seed,
+        "depends_on": [d if isinstance(d, str) else d.to_user_string() for d in stage.depends_on],
+        "combine": _callable_name(stage.combine),
+        "num_records": stage.num_records,
+        "sampling_strategy": stage.sampling_strategy.value,
+        "selection_strategy": stage.selection_strategy.model_dump(mode="json") if stage.selection_strategy else None,
+        "output_processors": [p.model_dump(mode="json") for p in stage.output_processors],
+        "output": stage.output,
+        "allow_empty": stage.allow_empty,
+        "on_success": _callable_name(stage.on_success),
+        "on_success_version": stage.on_success_version,
+        "data_designer_version": get_library_version(),
+    }
+
+
+def hash_json(payload: Any) -> str:
+    """Stable sha256 of a JSON-serializable value."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def stage_code_version(stage: Stage) -> str:
+    """The Dagster ``code_version`` of a stage asset: a short hash of its spec alone."""
+    return hash_json(stage_spec_payload(stage))[:16]
+
+
+def parquet_data_version(files: Iterable[Path]) -> str:
+    """Hash of the parquet bytes of a stage output, in file order (local paths or UPaths)."""
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
