@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 from typing import Any
 
@@ -179,11 +180,13 @@ class DataDesignerResource(dg.ConfigurableResource):
         run_config: Data Designer ``RunConfig`` fields (``buffer_size``, ``disable_early_shutdown``, ...),
             applied once per process. ``otel_metrics_port`` defaults to ``None`` (no port is bound).
         token_statistics: compute tiktoken token statistics (downloads a tokenizer; off by default).
+        setup_hint: appended to "provider not configured" errors, to tell users how to configure one.
     """
 
     model_providers: list[dict[str, Any]] | None = None
     run_config: dict[str, Any] = Field(default_factory=dict)
     token_statistics: bool = False
+    setup_hint: str | None = None
 
     def providers(self) -> list[ModelProvider]:
         """The configured providers as Data Designer objects (Data Designer's defaults when none)."""
@@ -220,8 +223,6 @@ class DataDesignerResource(dg.ConfigurableResource):
             key = provider.get("api_key")
             if not key:
                 continue
-            import os
-
             values.append(key)
             if os.environ.get(key):
                 values.append(os.environ[key])

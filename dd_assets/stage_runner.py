@@ -280,6 +280,7 @@ class StageRun:
                 raise self.fail(
                     f"model alias {alias!r} uses provider {model.provider!r}, which is not configured on the "
                     f"DataDesignerResource (configured: {configured}); add it to model_providers"
+                    + (f". {self.resource.setup_hint}" if self.resource.setup_hint else "")
                 )
 
     def _override_files(self, override: str) -> list[Path]:

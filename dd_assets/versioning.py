@@ -52,7 +52,7 @@ def config_fingerprint(builder: DataDesignerConfigBuilder) -> tuple[str, dict[st
     if seed is not None:
         seed_payload = {
             "seed_type": getattr(seed.source, "seed_type", type(seed.source).__name__),
-            "sampling_strategy": seed.sampling_strategy.value,
+            "sampling_strategy": str(getattr(seed.sampling_strategy, "value", seed.sampling_strategy)),
             "selection_strategy": seed.selection_strategy.model_dump(mode="json") if seed.selection_strategy else None,
         }
         config = config.model_copy(update={"seed_config": None})
