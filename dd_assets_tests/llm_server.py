@@ -1,0 +1,111 @@
+"""A local OpenAI-compatible chat-completions server for tests: deterministic answers, counted requests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HEALTH_CHECK_PROMPT = "Hello!"
+
+
+class FakeLLMServer:
+    """Answers ``POST /v1/chat/completions`` on 127.0.0.1 with text derived from the prompt.
+
+    ``requests`` counts every completion request by kind (``health_check`` or ``generation``) and model;
+    ``auth_headers`` keeps the Authorization headers seen (to check the key reached the server).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.prompts: list[str] = []
+        self.auth_headers: set[str] = set()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                server._record(body, self.headers.get("Authorization", ""))
+                self._send(200, server.completion(body))
+
+            def _send(self, status: int, payload: dict) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL to configure as a provider endpoint."""
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def start(self) -> FakeLLMServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _record(self, body: dict, auth: str) -> None:
+        messages = body.get("messages", [])
+        user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
+        if isinstance(user, list):
+            user = " ".join(part.get("text", "") for part in user if isinstance(part, dict))
+        kind = "health_check" if user == HEALTH_CHECK_PROMPT else "generation"
+        with self.lock:
+            self.requests[(kind, body.get("model", ""))] += 1
+            self.prompts.append(user)
+            self.auth_headers.add(auth)
+
+    def count(self, kind: str | None = None, model: str | None = None) -> int:
+        """Requests seen, optionally of one kind and one model."""
+        with self.lock:
+            return sum(n for (k, m), n in self.requests.items() if kind in (None, k) and model in (None, m))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.prompts.clear()
+
+    @staticmethod
+    def answer_for(prompt: str) -> str:
+        """The deterministic answer the server gives to a prompt."""
+        digest = hashlib.sha256(prompt.encode()).hexdigest()[:10]
+        return f"answer-{digest}"
+
+    def completion(self, body: dict) -> dict:
+        messages = body.get("messages", [])
+        user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
+        content = "Hi!" if user == HEALTH_CHECK_PROMPT else self.answer_for(str(user))
+        prompt_tokens = max(1, len(str(user).split()))
+        return {
+            "id": f"chatcmpl-{int(time.time() * 1000)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "test-model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 2, "total_tokens": prompt_tokens + 2},
+        }
