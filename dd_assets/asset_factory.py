@@ -1,6 +1,5 @@
 """The asset factory: one Dagster asset per stage, running it with :class:`~dd_assets.stage_runner.StageRun`."""
 
-
 from typing import Any
 
 import dagster as dg

@@ -113,7 +113,9 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 f"workflow {workflow!r}, stage {stage!r}: published files are missing ({', '.join(missing)}); "
                 "rematerialize the stage"
             )
-        return StageDataset.from_files(stage_dir / DATA_DIR, files, status=record.get("status", "completed"), record=record)
+        return StageDataset.from_files(
+            stage_dir / DATA_DIR, files, status=record.get("status", "completed"), record=record
+        )
 
     # --- dagster hooks -------------------------------------------------------------------------
     def handle_output(self, context: dg.OutputContext, obj: StageOutput) -> None:

@@ -32,7 +32,9 @@ def generated_column_reads(builder: DataDesignerConfigBuilder) -> dict[str, set[
     return reads
 
 
-def column_lineage(builder: DataDesignerConfigBuilder, seed: Seed | None, output_columns: list[str]) -> dg.TableColumnLineage:
+def column_lineage(
+    builder: DataDesignerConfigBuilder, seed: Seed | None, output_columns: list[str]
+) -> dg.TableColumnLineage:
     """Seed pass-through columns map to their upstream column; generated columns to the upstream columns
     their templates read, followed through other generated columns of the stage."""
     sources = seed.sources if seed is not None else {}

@@ -28,20 +28,22 @@ if TYPE_CHECKING:
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 
-StageConfig = Union[DataDesignerConfigBuilder, DataDesignerConfig, Mapping[str, Any], str, Path]
+StageConfig = DataDesignerConfigBuilder | DataDesignerConfig | Mapping[str, Any] | str | Path
 """A builder, a built config, a dict, or a path to a YAML/JSON file in Data Designer's ``write_config`` format."""
 
 CombineFn = Callable[[dict[str, "StageDataset"]], Union["pd.DataFrame", "pa.Table", str, Path]]
 """A join: gets every upstream as a :class:`StageDataset` keyed by upstream name, returns the combined seed."""
 
-OnSuccessFn = Callable[[Path], Union[Path, str]]
+OnSuccessFn = Callable[[Path], Path | str]
 """Called with the stage's artifact directory after generation; returns the parquet file or directory to hand on."""
 
 
 class WorkflowDefinitionError(ValueError):
     """A workflow or stage is declared wrongly. The message names the workflow, the stage and the field."""
 
-    def __init__(self, message: str, *, workflow: str | None = None, stage: str | None = None, field: str | None = None):
+    def __init__(
+        self, message: str, *, workflow: str | None = None, stage: str | None = None, field: str | None = None
+    ):
         self.workflow, self.stage, self.field = workflow, stage, field
         where = []
         if workflow is not None:
@@ -162,7 +164,8 @@ def load_stage_config(config: StageConfig) -> DataDesignerConfigBuilder:
             raise ValueError(f"config file {str(path)!r} does not exist or is not a file")
         return DataDesignerConfigBuilder.from_config(path)
     raise TypeError(
-        f"expected a DataDesignerConfigBuilder, DataDesignerConfig, dict or config file path, got {type(config).__name__}"
+        "expected a DataDesignerConfigBuilder, DataDesignerConfig, dict or config file path, "
+        f"got {type(config).__name__}"
     )
 
 
@@ -188,7 +191,9 @@ def _validate_workflow(workflow: Workflow) -> None:
             )
         _validate_name(stage.name, "stage name", workflow=workflow.name, stage=None)
         if stage.name in seen:
-            raise WorkflowDefinitionError("duplicate stage name", workflow=workflow.name, stage=stage.name, field="name")
+            raise WorkflowDefinitionError(
+                "duplicate stage name", workflow=workflow.name, stage=stage.name, field="name"
+            )
         seen.add(stage.name)
     for stage in workflow.stages:
         _validate_stage(workflow.name, stage, stage_names=seen)
@@ -232,7 +237,9 @@ def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str]) -> No
     processors = tuple(stage.output_processors or ())
     for processor in processors:
         if not isinstance(processor, ProcessorConfig):
-            fail(f"entries must be Data Designer processor configs, got {type(processor).__name__}", "output_processors")
+            fail(
+                f"entries must be Data Designer processor configs, got {type(processor).__name__}", "output_processors"
+            )
     object.__setattr__(stage, "output_processors", processors)
     names = [p.name for p in processors]
     if len(names) != len(set(names)):

@@ -11,7 +11,7 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +147,7 @@ class StageRun:
         record.update(
             output_rows=dataset.num_rows,
             data_version=parquet_data_version(files),
-            materialized_at=datetime.now(timezone.utc).isoformat(),
+            materialized_at=datetime.now(UTC).isoformat(),
             duration_s=round(time.monotonic() - started, 3),
         )
         column_statistics = compact_column_statistics(analysis)

@@ -50,6 +50,11 @@ def llm_resource(llm, monkeypatch) -> DataDesignerResource:
     monkeypatch.setenv("DD_ASSETS_TEST_API_KEY", TEST_API_KEY_VALUE)
     return DataDesignerResource(
         model_providers=[
-            {"name": TEST_PROVIDER, "endpoint": llm.endpoint, "provider_type": "openai", "api_key": "DD_ASSETS_TEST_API_KEY"}
+            {
+                "name": TEST_PROVIDER,
+                "endpoint": llm.endpoint,
+                "provider_type": "openai",
+                "api_key": "DD_ASSETS_TEST_API_KEY",
+            }
         ]
     )

@@ -69,11 +69,17 @@ class FakeLLMServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def _record(self, body: dict, auth: str) -> None:
+    @staticmethod
+    def user_prompt(body: dict) -> str:
+        """The text of the last user message (plain or content parts)."""
         messages = body.get("messages", [])
         user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
         if isinstance(user, list):
             user = " ".join(part.get("text", "") for part in user if isinstance(part, dict))
+        return str(user or "")
+
+    def _record(self, body: dict, auth: str) -> None:
+        user = self.user_prompt(body)
         kind = "health_check" if user == HEALTH_CHECK_PROMPT else "generation"
         with self.lock:
             self.requests[(kind, body.get("model", ""))] += 1
@@ -97,10 +103,9 @@ class FakeLLMServer:
         return f"answer-{digest}"
 
     def completion(self, body: dict) -> dict:
-        messages = body.get("messages", [])
-        user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
-        content = "Hi!" if user == HEALTH_CHECK_PROMPT else self.answer_for(str(user))
-        prompt_tokens = max(1, len(str(user).split()))
+        user = self.user_prompt(body)
+        content = "Hi!" if user == HEALTH_CHECK_PROMPT else self.answer_for(user)
+        prompt_tokens = max(1, len(user.split()))
         return {
             "id": f"chatcmpl-{int(time.time() * 1000)}",
             "object": "chat.completion",

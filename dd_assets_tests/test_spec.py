@@ -46,7 +46,9 @@ def test_duplicate_stage_is_rejected():
 
 
 def test_unknown_upstream_is_rejected():
-    err = _error([Stage(name="a", config=sampler_builder()), Stage(name="b", config=sampler_builder(), depends_on=["x"])])
+    err = _error(
+        [Stage(name="a", config=sampler_builder()), Stage(name="b", config=sampler_builder(), depends_on=["x"])]
+    )
     assert "stage 'b'" in str(err) and "field 'depends_on'" in str(err) and "unknown upstream stage 'x'" in str(err)
 
 

@@ -102,9 +102,7 @@ def test_concat_appends_rows_in_depends_on_order_with_column_union(io_manager, i
         stages=[
             Stage(name="a", config=sampler_builder(), num_records=10),
             Stage(name="c", config=extra, num_records=15),
-            Stage(
-                name="d", config=expression_builder("x", "{{ color }}"), depends_on=["c", "a"], combine="concat"
-            ),
+            Stage(name="d", config=expression_builder("x", "{{ color }}"), depends_on=["c", "a"], combine="concat"),
         ],
     )
     result = materialize(wf, io_manager, instance)
@@ -120,9 +118,19 @@ def _branch_workflow(name: str, *, b_records=None, c_expr="{{ color | upper }}",
         name=name,
         stages=[
             Stage(name="a", config=sampler_builder(), num_records=12),
-            Stage(name="b", config=expression_builder("label", "{{ color }}-{{ n }}"), depends_on=["a"], num_records=b_records),
+            Stage(
+                name="b",
+                config=expression_builder("label", "{{ color }}-{{ n }}"),
+                depends_on=["a"],
+                num_records=b_records,
+            ),
             Stage(name="c", config=expression_builder(c_column, c_expr), depends_on=["a"]),
-            Stage(name="d", config=expression_builder("both", "{{ label }}/{{ upper }}"), depends_on=["b", "c"], combine=combine),
+            Stage(
+                name="d",
+                config=expression_builder("both", "{{ label }}/{{ upper }}"),
+                depends_on=["b", "c"],
+                combine=combine,
+            ),
         ],
     )
 
@@ -160,7 +168,10 @@ def test_callable_combine_gets_stage_datasets(io_manager, instance):
     wf = _branch_workflow("call", combine=first_rows, c_column="label", c_expr="{{ n }}")
     wf = Workflow(
         name="call",
-        stages=[*wf.stages[:3], Stage(name="d", config=expression_builder("y", "{{ label }}"), depends_on=["b", "c"], combine=first_rows)],
+        stages=[
+            *wf.stages[:3],
+            Stage(name="d", config=expression_builder("y", "{{ label }}"), depends_on=["b", "c"], combine=first_rows),
+        ],
     )
     materialize(wf, io_manager, instance)
     assert seen == {"b": ("StageDataset", 12), "c": ("StageDataset", 12)}
@@ -174,7 +185,13 @@ def test_external_asset_upstream_is_loaded_through_its_own_io_manager(io_manager
 
     wf = Workflow(
         name="ext",
-        stages=[Stage(name="up", config=expression_builder("upper", "{{ text | upper }}"), depends_on=[dg.AssetKey(["raw", "docs"])])],
+        stages=[
+            Stage(
+                name="up",
+                config=expression_builder("upper", "{{ text | upper }}"),
+                depends_on=[dg.AssetKey(["raw", "docs"])],
+            )
+        ],
     )
     result = materialize(wf, io_manager, instance, extra_assets=[raw_docs])
     assert result.success
@@ -193,7 +210,9 @@ def test_output_override_replaces_output_without_generation(io_manager, instance
             Stage(name="b", config=expression_builder("x", "{{ n }}"), depends_on=["a"]),
         ],
     )
-    result = materialize(wf, io_manager, instance, run_config={"ops": {"ovr__a": {"config": {"output_override": str(override)}}}})
+    result = materialize(
+        wf, io_manager, instance, run_config={"ops": {"ovr__a": {"config": {"output_override": str(override)}}}}
+    )
     assert metadata_of(result, ["ovr", "a"])["dd_assets/status"] == "overridden"
     assert list(_read(io_manager, "ovr", "b")["x"]) == ["1", "2", "3"]
 
@@ -287,7 +306,9 @@ def test_allow_empty_skips_downstream_without_model_calls(io_manager, instance, 
 
 
 def test_empty_output_without_allow_empty_fails(io_manager, instance):
-    wf = Workflow(name="noempty", stages=[Stage(name="a", config=sampler_builder(), num_records=5, on_success=_keep_none)])
+    wf = Workflow(
+        name="noempty", stages=[Stage(name="a", config=sampler_builder(), num_records=5, on_success=_keep_none)]
+    )
     result = materialize(wf, io_manager, instance, raise_on_error=False)
     message = result.failure_data_for_node("noempty__a").error.message
     assert "workflow 'noempty', stage 'a': produced an empty output; set allow_empty=True" in message
@@ -344,7 +365,9 @@ def test_failed_run_leaves_the_published_output_intact(io_manager, instance, fai
     def explode(_: Path) -> Path:
         raise RuntimeError("boom")
 
-    bad = Workflow(name="atomic", stages=[Stage(name="a", config=sampler_builder(), num_records=11, on_success=explode)])
+    bad = Workflow(
+        name="atomic", stages=[Stage(name="a", config=sampler_builder(), num_records=11, on_success=explode)]
+    )
     result = materialize(bad, io_manager, instance, raise_on_error=False)
     assert not result.success
     assert "on_success raised RuntimeError('boom')" in result.failure_data_for_node("atomic__a").error.message

@@ -45,7 +45,12 @@ def test_asset_spec_fields():
 
 
 def test_external_asset_key_dependency_is_kept():
-    wf = Workflow(name="w", stages=[Stage(name="s", config=expression_builder("x", "{{ text }}"), depends_on=[dg.AssetKey(["raw", "docs"])])])
+    wf = Workflow(
+        name="w",
+        stages=[
+            Stage(name="s", config=expression_builder("x", "{{ text }}"), depends_on=[dg.AssetKey(["raw", "docs"])])
+        ],
+    )
     spec = _specs(wf)["s"]
     assert [d.asset_key for d in spec.deps] == [dg.AssetKey(["raw", "docs"])]
 
@@ -114,7 +119,9 @@ def test_translator_can_be_overridden():
     keys = {k for a in defs.assets for k in a.keys}
     assert dg.AssetKey(["synthetic", "shop", "joined"]) in keys
     joined = next(a for a in defs.assets if dg.AssetKey(["synthetic", "shop", "joined"]) in a.keys)
-    assert dg.AssetKey(["synthetic", "shop", "labels"]) in joined.asset_deps[dg.AssetKey(["synthetic", "shop", "joined"])]
+    assert (
+        dg.AssetKey(["synthetic", "shop", "labels"]) in joined.asset_deps[dg.AssetKey(["synthetic", "shop", "joined"])]
+    )
 
 
 def test_definitions_validate_and_use_in_process_executor():

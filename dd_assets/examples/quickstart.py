@@ -40,9 +40,7 @@ def orders_config() -> dd.DataDesignerConfigBuilder:
     builder.add_column(_category("product", ["laptop", "monitor", "keyboard", "headset"]))
     builder.add_column(_uniform_int("quantity", 1, 5))
     builder.add_column(_uniform_int("unit_price", 20, 900))
-    builder.add_column(
-        dd.ExpressionColumnConfig(name="order_total", expr="{{ quantity * unit_price }}", dtype="int")
-    )
+    builder.add_column(dd.ExpressionColumnConfig(name="order_total", expr="{{ quantity * unit_price }}", dtype="int"))
     return builder
 
 
@@ -52,7 +50,8 @@ def tickets_config() -> dd.DataDesignerConfigBuilder:
     builder.add_column(_category("priority", ["low", "normal", "urgent"]))
     builder.add_column(
         dd.ExpressionColumnConfig(
-            name="ticket_subject", expr="{{ priority | upper }}: {{ segment }} customer in the {{ region }} via {{ channel }}"
+            name="ticket_subject",
+            expr="{{ priority | upper }}: {{ segment }} customer in the {{ region }} via {{ channel }}",
         )
     )
     return builder
