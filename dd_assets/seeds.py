@@ -39,6 +39,29 @@ class Seed:
     sources: dict[str, list[tuple[dg.AssetKey, str]]] = field(default_factory=dict)
 
 
+def own_seed_rows(builder) -> int | None:
+    """Row count of a root stage's own local seed file(s), or ``None`` when it has none or it is not local."""
+    seed = builder.get_seed_config()
+    source = getattr(seed, "source", None)
+    path = getattr(source, "path", None)
+    if seed is None or getattr(source, "seed_type", None) != "local" or not path:
+        return None
+    pattern = Path(path)
+    files = sorted(pattern.parent.glob(pattern.name)) if "*" in pattern.name else [pattern]
+    total = 0
+    for file in files:
+        if file.suffix == ".parquet":
+            total += pq.read_metadata(file).num_rows
+        elif file.suffix == ".jsonl":
+            with open(file, encoding="utf-8") as handle:
+                total += sum(1 for line in handle if line.strip())
+        else:
+            import pandas as pd
+
+            total += len(pd.read_csv(file) if file.suffix == ".csv" else pd.read_json(file))
+    return total
+
+
 def upstream_label(dep: str | dg.AssetKey) -> str:
     """The name a callable ``combine`` sees an upstream under."""
     return dep if isinstance(dep, str) else dep.to_user_string()

@@ -28,7 +28,7 @@ from dd_assets.io_manager import StageOutput, StageParquetIOManager
 from dd_assets.log_bridge import data_designer_logs_to_dagster
 from dd_assets.metadata import compact_column_statistics, stage_metadata
 from dd_assets.resource import DataDesignerResource
-from dd_assets.seeds import Seed, as_stage_dataset, build_seed, upstream_label
+from dd_assets.seeds import Seed, as_stage_dataset, build_seed, own_seed_rows, upstream_label
 from dd_assets.spec import Stage, Workflow, load_stage_config
 from dd_assets.versioning import hash_json, parquet_data_version
 
@@ -111,7 +111,8 @@ class StageRun:
             "resumed": False,
             "model_usage": {},
         }
-        num_records = self.config.num_records or stage.num_records or (seed.num_rows if seed else None)
+        seed_rows = seed.num_rows if seed else own_seed_rows(stage.builder)
+        num_records = self.config.num_records or stage.num_records or seed_rows
         record["num_records_requested"] = num_records or DEFAULT_NUM_RECORDS
 
         artifacts_dir: Path | None = None

@@ -387,3 +387,14 @@ def test_rematerializing_replaces_the_output_and_removes_old_files(io_manager, i
     data_dir = Path(io_manager.stage_dir("again", "a").path) / "data"
     assert sorted(f"data/{p.name}" for p in data_dir.iterdir()) == sorted(second["files"])
     assert not list((Path(io_manager.stage_dir("again", "a").path) / ".staging").glob("*/artifacts"))
+
+
+def test_root_stage_with_its_own_seed_defaults_to_the_seed_row_count(io_manager, instance, tmp_path):
+    seed = tmp_path / "seed.parquet"
+    pd.DataFrame({"text": [f"t{i}" for i in range(17)]}).to_parquet(seed)
+    builder = expression_builder("upper", "{{ text | upper }}").with_seed_dataset(
+        dd.LocalFileSeedSource(path=str(seed))
+    )
+    materialize(Workflow(name="ownseed", stages=[Stage(name="a", config=builder)]), io_manager, instance)
+    out = _read(io_manager, "ownseed", "a")
+    assert list(out["upper"]) == [f"T{i}" for i in range(17)]
