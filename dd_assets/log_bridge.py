@@ -1,24 +1,39 @@
-"""Routing Data Designer's log lines into the Dagster event log of a materialization."""
+"""Routing Data Designer's log lines into the Dagster event log of a materialization.
+
+Data Designer logs from its generation threads, several lines per batch. Writing each line as its own
+Dagster event would block generation on an event-log write (a few ms each on SQLite), so lines are
+queued and a background thread writes them in groups: INFO lines every ``flush_interval`` seconds as one
+event, warnings and errors as soon as they come, each with its level. Secret values are redacted.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 
 import dagster as dg
 
 DATA_DESIGNER_LOGGER = "data_designer"
+FLUSH_INTERVAL_S = 1.0
 
 
 class DagsterLogHandler(logging.Handler):
-    """Forwards log records to ``context.log``, with secret values redacted."""
+    """Queues Data Designer's records and forwards them to ``context.log`` from a background thread."""
 
-    def __init__(self, context: dg.AssetExecutionContext, prefix: str, secrets: list[str]):
+    def __init__(self, context: dg.AssetExecutionContext, prefix: str, secrets: list[str], flush_interval: float):
         super().__init__(level=logging.INFO)
         self._context = context
         self._prefix = prefix
         self._secrets = sorted(set(secrets), key=len, reverse=True)
+        self._flush_interval = flush_interval
+        self._pending: list[tuple[int, str]] = []
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._worker = threading.Thread(target=self._run, name="dd-assets-log-bridge", daemon=True)
+        self._worker.start()
 
     def redact(self, text: str) -> str:
         """The text with every known secret value replaced."""
@@ -28,24 +43,56 @@ class DagsterLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = self.redact(f"{self._prefix}{record.getMessage()}")
-            if record.levelno >= logging.ERROR:
-                self._context.log.error(message)
-            elif record.levelno >= logging.WARNING:
-                self._context.log.warning(message)
-            else:
-                self._context.log.info(message)
+            line = self.redact(f"{self._prefix}{record.getMessage()}")
         except Exception:  # logging must never break generation
             self.handleError(record)
+            return
+        with self._pending_lock:
+            self._pending.append((record.levelno, line))
+        if record.levelno >= logging.WARNING:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        info: list[str] = []
+        for level, line in pending:
+            if level >= logging.WARNING:
+                self._write_info(info)
+                info = []
+                (self._context.log.error if level >= logging.ERROR else self._context.log.warning)(line)
+            else:
+                info.append(line)
+        self._write_info(info)
+
+    def _write_info(self, lines: list[str]) -> None:
+        if lines:
+            self._context.log.info("\n".join(lines))
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self._worker.join(timeout=30)
+        self.flush()
+        super().close()
 
 
 @contextlib.contextmanager
 def data_designer_logs_to_dagster(
-    context: dg.AssetExecutionContext, prefix: str = "", secrets: list[str] | None = None
+    context: dg.AssetExecutionContext,
+    prefix: str = "",
+    secrets: list[str] | None = None,
+    flush_interval: float = FLUSH_INTERVAL_S,
 ) -> Iterator[DagsterLogHandler]:
     """Within the block, Data Designer's INFO+ log lines go to the Dagster event log."""
     logger = logging.getLogger(DATA_DESIGNER_LOGGER)
-    handler = DagsterLogHandler(context, prefix, secrets or [])
+    handler = DagsterLogHandler(context, prefix, secrets or [], flush_interval)
     previous_level, previous_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -56,3 +103,4 @@ def data_designer_logs_to_dagster(
         logger.removeHandler(handler)
         logger.setLevel(previous_level)
         logger.propagate = previous_propagate
+        handler.close()

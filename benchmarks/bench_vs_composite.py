@@ -1,0 +1,80 @@
+"""dd_assets vs Data Designer's CompositeWorkflow on the same 3-stage linear workflow, as whole processes.
+
+Runs ``dagster asset materialize`` and ``CompositeWorkflow.run()`` alternately, ``--repeats`` times each, and
+prints the median wall times and their ratio (dd_assets / CompositeWorkflow). Outputs go to fresh directories
+each run; ``DAGSTER_HOME`` and ``DATA_DESIGNER_HOME`` persist across runs as they do on a user's machine (one
+untimed warm-up run of each side creates them).
+
+    python benchmarks/bench_vs_composite.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+WORKFLOW = HERE / "linear_workflow.py"
+
+
+def _timed(cmd: list[str], env: dict[str, str], cwd: str) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-4000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--num-records", type=int, default=20000)
+    args = parser.parse_args()
+
+    times: dict[str, list[float]] = {"dd_assets": [], "composite": []}
+    with tempfile.TemporaryDirectory() as homes:
+        dagster_home = Path(homes) / "dagster_home"
+        dagster_home.mkdir()
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        base_env = {
+            **os.environ,
+            "DAGSTER_HOME": str(dagster_home),
+            "DATA_DESIGNER_HOME": str(Path(homes) / "dd_home"),
+            "NEMO_TELEMETRY_ENABLED": "false",
+            "BENCH_NUM_RECORDS": str(args.num_records),
+        }
+        schedule = [("warm-up", "dd_assets"), ("warm-up", "composite")]
+        for index in range(args.repeats):
+            kinds = ("composite", "dd_assets") if index % 2 else ("dd_assets", "composite")
+            schedule += [(f"run {index + 1}", kind) for kind in kinds]
+        for label, kind in schedule:
+            with tempfile.TemporaryDirectory() as tmp:
+                env = {**base_env, "DD_ASSETS_BASE_DIR": str(Path(tmp) / "data")}
+                if kind == "dd_assets":
+                    cmd = [str(BIN / "dagster"), "asset", "materialize", "-f", str(WORKFLOW), "--select", "*"]
+                else:
+                    cmd = [sys.executable, str(WORKFLOW), "composite", str(Path(tmp) / "artifacts")]
+                elapsed = _timed(cmd, env, tmp)
+                if label != "warm-up":
+                    times[kind].append(elapsed)
+                print(f"{label:8s} {kind:10s} {elapsed:7.2f} s", flush=True)
+
+    ours, theirs = statistics.median(times["dd_assets"]), statistics.median(times["composite"])
+    print(f"\n{args.num_records} rows, 3 stages, {args.repeats} runs each (median wall time, whole processes)")
+    print(f"dd_assets (dagster asset materialize): {ours:.2f} s")
+    print(f"CompositeWorkflow.run():               {theirs:.2f} s")
+    print(f"ratio dd_assets / CompositeWorkflow:   {ours / theirs:.3f}")
+    pairs = [a / b for a, b in zip(times["dd_assets"], times["composite"], strict=True)]
+    print(f"per-pair ratios: {', '.join(f'{r:.3f}' for r in pairs)} (median {statistics.median(pairs):.3f})")
+
+
+if __name__ == "__main__":
+    main()
