@@ -72,13 +72,21 @@ class StageRun:
 
     # ---------------------------------------------------------------------------------------------
     def run(self, upstream_values: dict[str | dg.AssetKey, Any]) -> dg.Output:
+        """Run the stage; the returned output is published by the IO manager."""
+        inputs_dir = self.io_manager.work_dir(self.workflow.name, self.stage.name, f"inputs-{self.context.run.run_id}")
+        try:
+            return self._run(upstream_values, inputs_dir)
+        except BaseException:
+            shutil.rmtree(inputs_dir, ignore_errors=True)  # the work directory itself stays, for resume
+            raise
+
+    def _run(self, upstream_values: dict[str | dg.AssetKey, Any], inputs_dir: Path) -> dg.Output:
         started = time.monotonic()
         stage = self.stage
         if self.config.num_records is not None and self.config.num_records < 1:
             raise self.fail(f"run config num_records must be a positive integer, got {self.config.num_records}")
 
         # External upstreams arrive as whatever their IO manager loads: write them as parquet first.
-        inputs_dir = self.io_manager.work_dir(self.workflow.name, stage.name, f"inputs-{self.context.run.run_id}")
         upstreams = {
             dep: as_stage_dataset(value, where=self.where, work_dir=inputs_dir, name=upstream_label(dep))
             for dep, value in upstream_values.items()

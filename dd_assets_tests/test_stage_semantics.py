@@ -398,3 +398,47 @@ def test_root_stage_with_its_own_seed_defaults_to_the_seed_row_count(io_manager,
     materialize(Workflow(name="ownseed", stages=[Stage(name="a", config=builder)]), io_manager, instance)
     out = _read(io_manager, "ownseed", "a")
     assert list(out["upper"]) == [f"T{i}" for i in range(17)]
+
+
+class _FailOnce:
+    """An on_success callback that fails the first time, like a run killed after generation."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, artifact_dir: Path) -> Path:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("interrupted")
+        return artifact_dir / "parquet-files"
+
+
+def test_failed_stage_resumes_finished_batches_without_new_model_calls(io_manager, instance, llm, llm_resource):
+    callback = _FailOnce()
+    wf = Workflow(
+        name="resume",
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=6),
+            Stage(
+                name="write",
+                config=llm_builder("text", "Write {{ color }} {{ n }}"),
+                depends_on=["seed"],
+                on_success=callback,
+                on_success_version="1",
+            ),
+        ],
+    )
+    first = materialize(wf, io_manager, instance, resource=llm_resource, raise_on_error=False)
+    assert not first.success
+    assert llm.count("generation") == 6
+    assert io_manager.read_record("resume", "write") is None
+    staging = Path(io_manager.stage_dir("resume", "write").path) / ".staging"
+    assert list(staging.glob("*/artifacts/metadata.json"))  # the finished batches are kept for the next run
+
+    llm.reset()
+    second = materialize(wf, io_manager, instance, resource=llm_resource, selection=[dg.AssetKey(["resume", "write"])])
+    assert second.success
+    assert llm.count("generation") == 0
+    assert metadata_of(second, ["resume", "write"])["dd_assets/resumed"] is True
+    assert len(_read(io_manager, "resume", "write")) == 6
+    assert not list(staging.glob("*/artifacts"))
