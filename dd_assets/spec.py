@@ -39,20 +39,36 @@ OnSuccessFn = Callable[[Path], Path | str]
 
 
 class WorkflowDefinitionError(ValueError):
-    """A workflow or stage is declared wrongly. The message names the workflow, the stage and the field."""
+    """A workflow or stage is declared wrongly. The message names the file, the workflow, the stage and the field."""
 
     def __init__(
-        self, message: str, *, workflow: str | None = None, stage: str | None = None, field: str | None = None
+        self,
+        message: str,
+        *,
+        workflow: str | None = None,
+        stage: str | None = None,
+        field: str | None = None,
+        file: str | None = None,
     ):
-        self.workflow, self.stage, self.field = workflow, stage, field
+        self.reason, self.workflow, self.stage, self.field, self.file = message, workflow, stage, field, file
         where = []
+        if file is not None:
+            where.append(f"{file}:")
         if workflow is not None:
             where.append(f"workflow {workflow!r}")
         if stage is not None:
             where.append(f"stage {stage!r}")
         if field is not None:
             where.append(f"field {field!r}")
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        head = ", ".join(w for w in where if not w.endswith(":"))
+        prefix = f"{file}: " if file is not None else ""
+        super().__init__(f"{prefix}{head}: {message}" if head else f"{prefix}{message}")
+
+    def with_file(self, file: str) -> WorkflowDefinitionError:
+        """The same error, naming the file it came from."""
+        return WorkflowDefinitionError(
+            self.reason, workflow=self.workflow, stage=self.stage, field=self.field, file=file
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,6 +214,11 @@ def _validate_workflow(workflow: Workflow) -> None:
     for stage in workflow.stages:
         _validate_stage(workflow.name, stage, stage_names=seen)
     _check_cycles(workflow)
+
+    from dd_assets.validation import check_column_flow, check_model_aliases
+
+    check_model_aliases([workflow])
+    check_column_flow(workflow)
 
 
 def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import dagster as dg
 
@@ -11,29 +11,7 @@ from dd_assets.io_manager import StageParquetIOManager
 from dd_assets.resource import DataDesignerResource
 from dd_assets.spec import Workflow, WorkflowDefinitionError
 from dd_assets.translator import IO_MANAGER_KEY, RESOURCE_KEY, DataDesignerStageTranslator
-
-
-def check_model_aliases(workflows: Sequence[Workflow]) -> None:
-    """Two stages that define one model alias differently is an error (they share one registry)."""
-    seen: dict[str, tuple[str, str, dict]] = {}
-    for workflow in workflows:
-        for stage in workflow.stages:
-            for model in stage.builder.model_configs:
-                dumped = model.model_dump(mode="json")
-                if model.alias not in seen:
-                    seen[model.alias] = (workflow.name, stage.name, dumped)
-                    continue
-                other_workflow, other_stage, other = seen[model.alias]
-                if other != dumped:
-                    raise WorkflowDefinitionError(
-                        f"model alias {model.alias!r} is defined differently by workflow {other_workflow!r}, "
-                        f"stage {other_stage!r} (model {other['model']!r} on provider {other['provider']!r} vs "
-                        f"model {model.model!r} on provider {model.provider!r}); all stages share one model "
-                        "registry, so give one of them another alias",
-                        workflow=workflow.name,
-                        stage=stage.name,
-                        field="config.model_configs",
-                    )
+from dd_assets.validation import check_model_aliases
 
 
 def build_workflow_definitions(

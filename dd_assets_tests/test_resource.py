@@ -65,15 +65,14 @@ def test_llm_output_is_what_the_server_answered(io_manager, instance, llm, llm_r
 
 
 def test_conflicting_alias_across_stages_fails_at_definitions_load():
-    wf = Workflow(
-        name="clash",
-        stages=[
-            Stage(name="a", config=llm_builder("x", "Say {{ n }}", alias="m", model="model-a")),
-            Stage(name="b", config=llm_builder("y", "Say {{ n }}", alias="m", model="model-b")),
-        ],
-    )
     with pytest.raises(WorkflowDefinitionError) as info:
-        build_workflow_definitions(wf)
+        Workflow(
+            name="clash",
+            stages=[
+                Stage(name="a", config=llm_builder("x", "Say {{ n }}", alias="m", model="model-a")),
+                Stage(name="b", config=llm_builder("y", "Say {{ n }}", alias="m", model="model-b")),
+            ],
+        )
     message = str(info.value)
     assert "workflow 'clash', stage 'b', field 'config.model_configs'" in message
     assert "model alias 'm' is defined differently by workflow 'clash', stage 'a'" in message
@@ -167,3 +166,10 @@ def test_definitions_with_resource_validate():
         data_designer=DataDesignerResource(model_providers=[{"name": "p", "endpoint": "http://127.0.0.1:1/v1"}]),
     )
     dg.Definitions.validate_loadable(defs)
+
+
+def test_conflicting_alias_across_workflows_fails_at_definitions_load():
+    one = Workflow(name="w1", stages=[Stage(name="a", config=llm_builder("x", "Say hi", alias="m", model="model-a"))])
+    two = Workflow(name="w2", stages=[Stage(name="b", config=llm_builder("y", "Say hi", alias="m", model="model-b"))])
+    with pytest.raises(WorkflowDefinitionError, match="workflow 'w2', stage 'b'.*defined differently by workflow 'w1'"):
+        build_workflow_definitions([one, two])

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from dd_assets import Stage, StageDataset, Workflow
+from dd_assets import Stage, StageDataset, Workflow, WorkflowDefinitionError
 from dd_assets_tests.helpers import expression_builder, llm_builder, materialize, metadata_of, sampler_builder
 
 
@@ -151,10 +151,32 @@ def test_zip_with_different_row_counts_fails_clearly(io_manager, instance):
     assert "workflow 'zipbad', stage 'd'" in failure and "field 'combine'" in failure and "b=5, c=12" in failure
 
 
-def test_zip_with_overlapping_generated_columns_fails_clearly(io_manager, instance):
-    wf = _branch_workflow("zipovl", c_expr="{{ n }}", c_column="label")
+def test_zip_with_overlapping_generated_columns_fails_at_load_time():
+    with pytest.raises(WorkflowDefinitionError, match="stage 'd', field 'combine': zip upstreams 'b' and 'c'"):
+        _branch_workflow("zipovl", c_expr="{{ n }}", c_column="label")
+
+
+def _parquet_files_dir(artifact_dir: Path) -> Path:
+    return artifact_dir / "parquet-files"
+
+
+def test_zip_overlap_unknown_at_load_time_fails_at_run_time(io_manager, instance):
+    wf = Workflow(
+        name="zipovl2",
+        stages=[
+            Stage(name="a", config=sampler_builder(), num_records=12),
+            Stage(name="b", config=expression_builder("label", "{{ color }}-{{ n }}"), depends_on=["a"]),
+            Stage(
+                name="c",
+                config=expression_builder("label", "{{ n }}"),
+                depends_on=["a"],
+                on_success=_parquet_files_dir,  # columns not knowable at load time
+            ),
+            Stage(name="d", config=expression_builder("x", "{{ label }}"), depends_on=["b", "c"], combine="zip"),
+        ],
+    )
     result = materialize(wf, io_manager, instance, raise_on_error=False)
-    failure = result.failure_data_for_node("zipovl__d").error.message
+    failure = result.failure_data_for_node("zipovl2__d").error.message
     assert "both have column 'label' with different values" in failure
 
 
