@@ -12,6 +12,7 @@ from data_designer.config.default_model_settings import resolve_seed_default_mod
 # stage's config (and so its code version) is the same on the first and every later load.
 resolve_seed_default_model_settings()
 
+from dd_assets.component import DataDesignerWorkflowComponent  # noqa: E402
 from dd_assets.dataset import StageDataset  # noqa: E402
 from dd_assets.io_manager import StageParquetIOManager  # noqa: E402
 from dd_assets.resource import DataDesignerResource  # noqa: E402
@@ -21,6 +22,7 @@ from dd_assets.translator import DataDesignerStageTranslator  # noqa: E402
 from dd_assets.workflow_definitions import build_workflow_definitions  # noqa: E402
 
 __all__ = [
+    "DataDesignerWorkflowComponent",
     "DataDesignerResource",
     "DataDesignerStageTranslator",
     "Stage",

@@ -1,13 +1,16 @@
-"""The example project: ``quickstart`` (offline) and ``doc_qa`` (LLM) as Dagster assets.
+"""The example project: ``quickstart`` (offline), ``doc_qa`` (LLM) and every workflow YAML in a folder.
 
 Environment:
-    DD_ASSETS_BASE_DIR      where stages are stored (default ``data``; a path or an fsspec URL)
-    DD_ASSETS_LLM_ENDPOINT  OpenAI-compatible endpoint for ``doc_qa`` (see the README for the rest)
+    DD_ASSETS_BASE_DIR       where stages are stored (default ``data``; a path or an fsspec URL)
+    DD_ASSETS_WORKFLOWS_DIR  folder of workflow YAML files to load (default: ``dd_assets/workflows``)
+    DD_ASSETS_EXAMPLE_FORM   ``python`` (default) or ``yaml``: which form of quickstart and doc_qa to load
+    DD_ASSETS_LLM_ENDPOINT   OpenAI-compatible endpoint for ``doc_qa`` (see the README for the rest)
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,14 +18,31 @@ from dd_assets.examples.doc_qa import doc_qa_workflow, llm_provider_from_env
 from dd_assets.examples.quickstart import quickstart_workflow
 from dd_assets.io_manager import StageParquetIOManager
 from dd_assets.resource import DataDesignerResource
+from dd_assets.spec import Workflow, WorkflowDefinitionError
 from dd_assets.workflow_definitions import build_workflow_definitions
+from dd_assets.yaml_loader import load_workflow_dir, load_workflow_yaml
+
+PACKAGE_DIR = Path(__file__).parent
+DEFAULT_WORKFLOWS_DIR = PACKAGE_DIR / "workflows"
+EXAMPLES_YAML_DIR = PACKAGE_DIR / "examples" / "yaml"
+
+
+def example_workflows(form: str) -> list[Workflow]:
+    """quickstart and doc_qa, from Python or from their YAML files (the same assets either way)."""
+    if form == "python":
+        return [quickstart_workflow(), doc_qa_workflow()]
+    if form == "yaml":
+        return [load_workflow_yaml(EXAMPLES_YAML_DIR / f"{name}.yaml") for name in ("quickstart", "doc_qa")]
+    raise WorkflowDefinitionError(f"DD_ASSETS_EXAMPLE_FORM must be 'python' or 'yaml', got {form!r}")
 
 
 def build_example_definitions() -> dg.Definitions:
     """Definitions of the example project, configured from the environment."""
     provider = llm_provider_from_env()
+    workflows = example_workflows(os.environ.get("DD_ASSETS_EXAMPLE_FORM", "python"))
+    workflows += load_workflow_dir(os.environ.get("DD_ASSETS_WORKFLOWS_DIR", str(DEFAULT_WORKFLOWS_DIR)))
     return build_workflow_definitions(
-        [quickstart_workflow(), doc_qa_workflow()],
+        workflows,
         data_designer=DataDesignerResource(
             model_providers=[provider] if provider else None,
             setup_hint="doc_qa reads its provider from DD_ASSETS_LLM_ENDPOINT and DD_ASSETS_LLM_API_KEY (see README)",

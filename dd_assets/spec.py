@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 import dagster as dg
+import yaml
 from data_designer.config.base import ProcessorConfig
 from data_designer.config.config_builder import BuilderConfig, DataDesignerConfigBuilder
 from data_designer.config.data_designer_config import DataDesignerConfig
@@ -178,11 +179,31 @@ def load_stage_config(config: StageConfig) -> DataDesignerConfigBuilder:
             raise ValueError(f"config file {str(path)!r} must end in .yaml, .yml or .json")
         if not path.is_file():
             raise ValueError(f"config file {str(path)!r} does not exist or is not a file")
-        return DataDesignerConfigBuilder.from_config(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"config file {str(path)!r} cannot be read: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {str(path)!r} does not hold a mapping")
+        return DataDesignerConfigBuilder.from_config(resolve_seed_path(data, path.parent))
     raise TypeError(
         "expected a DataDesignerConfigBuilder, DataDesignerConfig, dict or config file path, "
         f"got {type(config).__name__}"
     )
+
+
+def resolve_seed_path(config: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """Make a relative local seed path in a config mapping relative to ``base_dir`` (the config file's folder).
+
+    Data Designer resolves it against the working directory instead, which breaks as soon as a project is
+    run from another folder.
+    """
+    body = config.get("data_designer", config)
+    source = ((body or {}).get("seed_config") or {}).get("source") or {}
+    path = source.get("path")
+    if source.get("seed_type") == "local" and isinstance(path, str) and not Path(path).is_absolute():
+        source["path"] = str((base_dir / path).resolve())
+    return config
 
 
 def _validate_name(value: object, label: str, *, workflow: str | None, stage: str | None) -> None:

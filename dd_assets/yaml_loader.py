@@ -20,6 +20,7 @@ the stage and the field.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
 import json
@@ -32,7 +33,7 @@ from data_designer.config.processor_types import ProcessorConfigT
 from data_designer.config.seed import IndexRange, PartitionBlock
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from dd_assets.spec import Stage, Workflow, WorkflowDefinitionError
+from dd_assets.spec import Stage, Workflow, WorkflowDefinitionError, resolve_seed_path
 
 SCHEMA_FILE = Path(__file__).with_name("workflow.schema.json")
 
@@ -128,8 +129,12 @@ def _pydantic_error(exc: ValidationError, data: dict, file: str, model: type[Bas
         stage = entry.get("name") if isinstance(entry, dict) and isinstance(entry.get("name"), str) else f"#{loc[1]}"
         loc = loc[2:]
         model = StageModel
-    field = ".".join(str(p) for p in loc) or None
+    # Keep the field path, not pydantic's union branch names ("config.str", "config.dict[str,any]").
+    fields = model.model_fields
+    field = str(loc[0]) if loc and str(loc[0]) in fields else (".".join(str(p) for p in loc) or None)
     message = error["msg"]
+    if "input" in error and error["type"] != "extra_forbidden":
+        message += f" (got {error['input']!r})"
     if error["type"] == "extra_forbidden" and loc:
         message = f"unknown key {loc[-1]!r}{_nearest(str(loc[-1]), list(model.model_fields))}"
     return WorkflowDefinitionError(message, workflow=workflow, stage=stage, field=field, file=file)
@@ -153,6 +158,8 @@ def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") 
             return WorkflowDefinitionError(message, workflow=model.name, stage=stage_name, field=field, file=file)
 
         config: Any = stage.config
+        if isinstance(config, dict):
+            config = resolve_seed_path(copy.deepcopy(config), base_dir)
         if isinstance(config, str):
             path = (base_dir / config).resolve()
             if not path.is_file():

@@ -1,0 +1,113 @@
+"""DataDesignerWorkflowComponent: a Dagster Component that turns one workflow YAML into assets.
+
+In a ``dg`` project (``dg scaffold defs dd_assets.DataDesignerWorkflowComponent my_workflow``)::
+
+    # defs/my_workflow/defs.yaml
+    type: dd_assets.DataDesignerWorkflowComponent
+    attributes:
+      workflow_file: workflow.yaml        # relative to this folder; or `workflow:` with name and stages inline
+      base_dir: data
+      model_providers:
+        - {name: local, endpoint: "http://127.0.0.1:8000/v1", api_key: LOCAL_KEY}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from dd_assets.io_manager import StageParquetIOManager
+from dd_assets.resource import DataDesignerResource
+from dd_assets.spec import WorkflowDefinitionError
+from dd_assets.workflow_definitions import build_workflow_definitions
+from dd_assets.yaml_loader import load_workflow_yaml, workflow_from_mapping
+
+STARTER_WORKFLOW = """\
+# yaml-language-server: $schema={schema}
+name: {name}
+stages:
+  - name: people
+    num_records: 100
+    config:
+      columns:
+        - {{name: person_id, column_type: sampler, sampler_type: uuid, params: {{}}}}
+        - name: city
+          column_type: sampler
+          sampler_type: category
+          params: {{values: [Berlin, Lyon, Osaka, Lima]}}
+  - name: greetings
+    depends_on: [people]
+    config:
+      columns:
+        - {{name: greeting, column_type: expression, expr: "Hello from {{{{ city }}}}!"}}
+"""
+
+
+class DataDesignerWorkflowScaffolder(dg.Scaffolder):
+    """Writes ``defs.yaml`` and a starter ``workflow.yaml`` (an offline, two-stage workflow)."""
+
+    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+        from dd_assets.yaml_loader import SCHEMA_FILE
+
+        name = request.target_path.name.replace(".", "_").replace(" ", "_") or "workflow"
+        dg.scaffold_component(request, {"workflow_file": "workflow.yaml", "base_dir": "data"})
+        (request.target_path / "workflow.yaml").write_text(STARTER_WORKFLOW.format(name=name, schema=SCHEMA_FILE))
+
+
+@dg.scaffold_with(DataDesignerWorkflowScaffolder)
+class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
+    """One Data Designer workflow (a YAML file or inline stages) as Dagster assets.
+
+    Attributes:
+        workflow_file: path to a workflow YAML file, relative to the component's folder.
+        workflow: the workflow inline (``name`` and ``stages``), instead of ``workflow_file``.
+        base_dir: where stages are stored (path relative to the working directory, or an fsspec URL).
+        model_providers: Data Designer model providers (``None``: Data Designer's defaults).
+        run_config: Data Designer ``RunConfig`` fields.
+    """
+
+    workflow_file: str | None = Field(default=None, description="Workflow YAML file, relative to this folder.")
+    workflow: dict[str, Any] | None = Field(default=None, description="Inline workflow: name and stages.")
+    base_dir: str = Field(default="data", description="Where stages are stored (path or fsspec URL).")
+    model_providers: list[dict[str, Any]] | None = Field(default=None, description="Data Designer providers.")
+    run_config: dict[str, Any] = Field(default_factory=dict, description="Data Designer RunConfig fields.")
+
+    def load_workflow(self, folder: Path):
+        """The workflow this component declares, validated."""
+        if (self.workflow_file is None) == (self.workflow is None):
+            raise WorkflowDefinitionError(
+                "set exactly one of 'workflow_file' and 'workflow'", field="attributes", file=str(folder / "defs.yaml")
+            )
+        if self.workflow_file is not None:
+            return load_workflow_yaml(folder / self.workflow_file)
+        return workflow_from_mapping(self.workflow, base_dir=folder, file=str(folder / "defs.yaml"))
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        workflow = self.load_workflow(Path(context.path))
+        return build_workflow_definitions(
+            workflow,
+            data_designer=_shared(
+                DataDesignerResource, model_providers=self.model_providers, run_config=self.run_config
+            ),
+            io_manager=_shared(StageParquetIOManager, base_dir=self.base_dir),
+        )
+
+
+_SHARED_RESOURCES: dict[str, Any] = {}
+
+
+def _shared(cls: type, **config: Any) -> Any:
+    """One resource object per configuration, so the Definitions of several components merge.
+
+    Dagster merges component Definitions only when a resource key maps to the very same object. Components
+    that configure the shared resources differently (another ``base_dir``, other providers) cannot live in
+    one code location, and Dagster says so when definitions load.
+    """
+    key = f"{cls.__name__}:{json.dumps(config, sort_keys=True, default=str)}"
+    if key not in _SHARED_RESOURCES:
+        _SHARED_RESOURCES[key] = cls(**config)
+    return _SHARED_RESOURCES[key]

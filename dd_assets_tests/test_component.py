@@ -1,0 +1,151 @@
+"""The Dagster Component and the dg CLI, in a real dg project in a temp directory (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dd_assets_tests.test_cli_e2e import _dagster, _env, _record
+
+BIN = Path(sys.executable).parent
+
+PYPROJECT = """\
+[project]
+name = "myproj"
+version = "0.1.0"
+requires-python = ">=3.11"
+dependencies = ["dd_assets"]
+
+[tool.dg]
+directory_type = "project"
+
+[tool.dg.project]
+root_module = "myproj"
+registry_modules = ["dd_assets"]
+"""
+
+DEFINITIONS = """\
+from pathlib import Path
+
+import dagster as dg
+
+
+@dg.definitions
+def defs():
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+"""
+
+
+@pytest.fixture
+def dg_project(tmp_path):
+    root = tmp_path / "proj"
+    package = root / "src" / "myproj"
+    (package / "defs").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(PYPROJECT)
+    (package / "__init__.py").write_text("")
+    (package / "definitions.py").write_text(DEFINITIONS)
+    env = _env(tmp_path)
+    env["PYTHONPATH"] = str(root / "src")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return root, env
+
+
+def _dg(args: list[str], root: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "dg"), *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_dg_lists_scaffolds_checks_and_launches_the_component(dg_project):
+    root, env = dg_project
+    listed = _dg(["list", "components", "--json"], root, env)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert "dd_assets.DataDesignerWorkflowComponent" in listed.stdout
+
+    scaffolded = _dg(["scaffold", "defs", "dd_assets.DataDesignerWorkflowComponent", "faq"], root, env)
+    assert scaffolded.returncode == 0, scaffolded.stderr[-2000:]
+    folder = root / "src" / "myproj" / "defs" / "faq"
+    assert (folder / "defs.yaml").is_file() and (folder / "workflow.yaml").is_file()
+
+    checked = _dg(["check", "defs"], root, env)
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    defs = _dg(["list", "defs", "--json"], root, env)
+    assert defs.returncode == 0, defs.stderr[-2000:]
+    keys = {asset["asset_key"] for asset in json.loads(defs.stdout)["assets"]}
+    assert keys == {"faq/people", "faq/greetings"}
+
+    launched = _dg(["launch", "--assets", "*"], root, env)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    record = json.loads((root / "data" / "faq" / "greetings" / "stage.json").read_text())
+    assert record["status"] == "completed" and record["output_rows"] == 100
+
+
+def test_component_with_an_invalid_workflow_fails_dg_check(dg_project):
+    root, env = dg_project
+    folder = root / "src" / "myproj" / "defs" / "broken"
+    folder.mkdir()
+    (folder / "defs.yaml").write_text(
+        "type: dd_assets.DataDesignerWorkflowComponent\nattributes:\n  workflow_file: workflow.yaml\n"
+    )
+    (folder / "workflow.yaml").write_text(
+        "name: broken\nstages:\n  - name: a\n"
+        "    config: {columns: [{name: x, column_type: expression, expr: '{{ y }}'}]}\n"
+    )
+    checked = _dg(["check", "defs"], root, env)
+    assert checked.returncode != 0
+    output = checked.stdout + checked.stderr
+    assert "workflow.yaml: workflow 'broken', stage 'a', field 'config': column 'x' reads 'y'" in output
+    assert not (root / "data").exists()
+
+
+def test_inline_workflow_component_and_two_components_share_resources(dg_project):
+    root, env = dg_project
+    for name in ("one", "two"):
+        folder = root / "src" / "myproj" / "defs" / name
+        folder.mkdir()
+        (folder / "defs.yaml").write_text(
+            "type: dd_assets.DataDesignerWorkflowComponent\n"
+            "attributes:\n"
+            "  workflow:\n"
+            f"    name: {name}\n"
+            "    stages:\n"
+            "      - name: s\n"
+            "        num_records: 3\n"
+            "        config: {columns: [{name: c, column_type: sampler, sampler_type: category,"
+            " params: {values: [x, y]}}]}\n"
+        )
+    checked = _dg(["check", "defs"], root, env)
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    launched = _dg(["launch", "--assets", "one/s,two/s"], root, env)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert json.loads((root / "data" / "two" / "s" / "stage.json").read_text())["output_rows"] == 3
+
+
+def test_yaml_only_workflows_materialize_from_the_cli(tmp_path):
+    env = _env(tmp_path, DD_ASSETS_EXAMPLE_FORM="yaml")
+    proc = _dagster(
+        ["asset", "materialize", "-m", "dd_assets.definitions", "--select", "group:quickstart or group:support_faq"],
+        env,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _record(tmp_path, "quickstart", "export")["output_rows"] == 300
+    assert _record(tmp_path, "support_faq", "entries")["output_rows"] == 40
+
+
+def test_definitions_validate_fails_on_a_bad_workflow_file_and_writes_nothing(tmp_path):
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    (workflows / "bad.yaml").write_text(
+        "name: bad\nstages:\n  - name: a\n    config: {columns: []}\n    depend_on: []\n"
+    )
+    env = _env(tmp_path, DD_ASSETS_WORKFLOWS_DIR=str(workflows))
+    proc = _dagster(["definitions", "validate", "-m", "dd_assets.definitions"], env, tmp_path)
+    assert proc.returncode != 0
+    assert (
+        "bad.yaml: workflow 'bad', stage 'a', field 'depend_on': unknown key 'depend_on'" in proc.stdout + proc.stderr
+    )
+    assert not (tmp_path / "data").exists()
