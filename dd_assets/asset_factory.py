@@ -26,6 +26,7 @@ def build_stage_asset(
     @dg.multi_asset(
         name=f"{workflow.name}__{stage.name}".replace("-", "_"),
         specs=[spec],
+        check_specs=translator.get_check_specs(workflow, stage),
         ins=ins,
         required_resource_keys={RESOURCE_KEY, IO_MANAGER_KEY},
         op_tags={"dd_assets/workflow": workflow.name, "dd_assets/stage": stage.name},
@@ -41,7 +42,8 @@ def build_stage_asset(
             io_manager=getattr(context.resources, IO_MANAGER_KEY),
             upstream_keys=upstream_keys,
         )
-        return run.run({deps_by_input[name]: value for name, value in upstreams.items()})
+        yield run.run({deps_by_input[name]: value for name, value in upstreams.items()})
+        yield from run.check_results
 
     return _stage_asset
 

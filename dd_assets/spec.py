@@ -90,6 +90,8 @@ class Stage:
         selection_strategy: an ``IndexRange`` or ``PartitionBlock`` of the upstream seed.
         combine: ``"concat"``, ``"zip"`` or a callable; required with more than one upstream.
         description: shown in the Dagster UI.
+        completion_threshold: the ``completion_rate`` check passes at generated / requested >= this.
+        min_judge_score: when set, the ``judge_score`` check wants this mean score of the llm-judge columns.
     """
 
     name: str
@@ -105,6 +107,8 @@ class Stage:
     selection_strategy: IndexRange | PartitionBlock | None = None
     combine: Literal["concat", "zip"] | CombineFn | None = None
     description: str | None = None
+    completion_threshold: float = 0.95
+    min_judge_score: float | None = None
 
     # Filled in by validation: the config as a builder, with the user's object left untouched.
     builder: DataDesignerConfigBuilder = field(init=False, repr=False)
@@ -320,6 +324,13 @@ def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str]) -> No
         )
     if stage.description is not None and not isinstance(stage.description, str):
         fail("must be a string", "description")
+    threshold = stage.completion_threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        fail(f"must be a number in (0, 1], got {threshold!r}", "completion_threshold")
+    if stage.min_judge_score is not None and (
+        isinstance(stage.min_judge_score, bool) or not isinstance(stage.min_judge_score, (int, float))
+    ):
+        fail(f"must be a number, got {stage.min_judge_score!r}", "min_judge_score")
 
 
 def _check_cycles(workflow: Workflow) -> None:

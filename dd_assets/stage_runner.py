@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from data_designer.config.utils.constants import DEFAULT_NUM_RECORDS
 from data_designer.engine.storage.artifact_storage import ResumeMode
 from upath import UPath
 
+from dd_assets.checks import check_results
 from dd_assets.dataset import StageDataset
 from dd_assets.io_manager import StageOutput, StageParquetIOManager
 from dd_assets.log_bridge import data_designer_logs_to_dagster
@@ -62,6 +63,7 @@ class StageRun:
     resource: DataDesignerResource
     io_manager: StageParquetIOManager
     upstream_keys: dict[str | dg.AssetKey, dg.AssetKey]
+    check_results: list[dg.AssetCheckResult] = field(default_factory=list)
 
     @property
     def where(self) -> str:
@@ -125,6 +127,7 @@ class StageRun:
 
         artifacts_dir: Path | None = None
         analysis = None
+        generated_files: list[Path] = []
         if self.config.output_override:
             files = self._override_files(self.config.output_override)
             record.update(status="overridden", num_records_actual=0, output_override=self.config.output_override)
@@ -140,7 +143,9 @@ class StageRun:
                 upstream_stage=upstream_label(empty[0]) if empty else None,
             )
         else:
-            files, artifacts_dir, analysis = self._generate(work_dir, seed, record["num_records_requested"], record)
+            files, artifacts_dir, analysis, generated_files = self._generate(
+                work_dir, seed, record["num_records_requested"], record
+            )
 
         dataset = StageDataset.from_files(UPath(work_dir), [UPath(f) for f in files])
         if dataset.num_rows == 0 and record.get("status") is None:
@@ -159,6 +164,7 @@ class StageRun:
             materialized_at=datetime.now(UTC).isoformat(),
             duration_s=round(time.monotonic() - started, 3),
         )
+        self.check_results = check_results(stage, record, dataset.num_rows, generated_files)
         column_statistics = compact_column_statistics(analysis)
         record["column_statistics"] = column_statistics
         builder = stage.builder
@@ -179,12 +185,17 @@ class StageRun:
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", dg.BetaWarning)  # Output(data_version=...) is beta in Dagster 1.13
-            return dg.Output(output, data_version=dg.DataVersion(record["data_version"]), metadata=metadata)
+            return dg.Output(
+                output,
+                output_name=self.context.assets_def.get_output_name_for_asset_key(self.context.asset_key),
+                data_version=dg.DataVersion(record["data_version"]),
+                metadata=metadata,
+            )
 
     # ---------------------------------------------------------------------------------------------
     def _generate(
         self, work_dir: Path, seed: Seed | None, num_records: int, record: dict[str, Any]
-    ) -> tuple[list[Path], Path, Any]:
+    ) -> tuple[list[Path], Path, Any, list[Path]]:
         stage = self.stage
         builder = load_stage_config(stage.builder)
         if seed is not None:
@@ -243,7 +254,7 @@ class StageRun:
             analysis = result.load_analysis()
         except Exception:
             analysis = None
-        return files, artifacts_dir, analysis
+        return files, artifacts_dir, analysis, _parquet_files(result.artifact_storage.final_dataset_path)
 
     def _run_output_processors(self, data_designer, builder: DataDesignerConfigBuilder, result, artifacts_dir: Path):
         output_dir = artifacts_dir / "output-processors"

@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 
+from dd_assets.checks import check_specs
 from dd_assets.spec import Stage, Workflow
 from dd_assets.versioning import stage_code_version
 
@@ -63,6 +64,10 @@ class DataDesignerStageTranslator:
     def get_tags(self, workflow: Workflow, stage: Stage) -> dict[str, str]:
         """Asset tags (none by default)."""
         return {}
+
+    def get_check_specs(self, workflow: Workflow, stage: Stage) -> list[dg.AssetCheckSpec]:
+        """The asset checks of a stage (see :mod:`dd_assets.checks`)."""
+        return check_specs(self.get_asset_key(workflow, stage), stage)
 
     def get_asset_spec(self, workflow: Workflow, stage: Stage) -> dg.AssetSpec:
         """The whole ``AssetSpec`` of a stage, stored by the ``dd_stage_io_manager``."""

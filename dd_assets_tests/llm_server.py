@@ -24,6 +24,10 @@ class FakeLLMServer:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.prompts: list[str] = []
         self.auth_headers: set[str] = set()
+        # fault injection: prompt -> (HTTP status, body) or None for a normal answer
+        self.fault = None
+        # when set, generation requests are answered with this object as JSON (structured / judge columns)
+        self.structured_answer = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,6 +47,11 @@ class FakeLLMServer:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
                 server._record(body, self.headers.get("Authorization", ""))
+                fault = server.fault(server.user_prompt(body)) if server.fault else None
+                if fault is not None:
+                    status, payload = fault
+                    self._send(status, payload)
+                    return
                 self._send(200, server.completion(body))
 
             def _send(self, status: int, payload: dict) -> None:
@@ -92,6 +101,8 @@ class FakeLLMServer:
             return sum(n for (k, m), n in self.requests.items() if kind in (None, k) and model in (None, m))
 
     def reset(self) -> None:
+        self.fault = None
+        self.structured_answer = None
         with self.lock:
             self.requests.clear()
             self.prompts.clear()
@@ -104,7 +115,12 @@ class FakeLLMServer:
 
     def completion(self, body: dict) -> dict:
         user = self.user_prompt(body)
-        content = "Hi!" if user == HEALTH_CHECK_PROMPT else self.answer_for(user)
+        if user == HEALTH_CHECK_PROMPT:
+            content = "Hi!"
+        elif self.structured_answer is not None:
+            content = json.dumps(self.structured_answer)
+        else:
+            content = self.answer_for(user)
         prompt_tokens = max(1, len(user.split()))
         return {
             "id": f"chatcmpl-{int(time.time() * 1000)}",

@@ -1,0 +1,163 @@
+"""Asset checks of every stage, declared as ``check_specs`` of the stage asset.
+
+==================  =========  ==============================================================================
+check               blocking   passes when
+==================  =========  ==============================================================================
+``non_empty``       yes        the output has rows (not declared when the stage has ``allow_empty=True``)
+``completion_rate`` yes        generated / requested records >= ``Stage.completion_threshold`` (default 0.95)
+``columns_present`` no         every column the stage generates is in its generated data and not all null
+``judge_score``     no         the mean score of its ``llm-judge`` columns >= ``Stage.min_judge_score``
+                               (declared only when that is set and the stage has judge columns)
+==================  =========  ==============================================================================
+
+Stages that made no generation (``skipped_empty_upstream``, ``overridden``) pass the generation checks with
+their status in the check metadata. A failed blocking check stops downstream stages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+from data_designer.config.processors import DropColumnsProcessorConfig
+
+from dd_assets.spec import Stage
+
+NON_EMPTY = "non_empty"
+COMPLETION_RATE = "completion_rate"
+COLUMNS_PRESENT = "columns_present"
+JUDGE_SCORE = "judge_score"
+GENERATED_STATUSES = {"completed", "completed_empty"}
+
+
+def judge_columns(stage: Stage) -> list[str]:
+    """Names of the stage's ``llm-judge`` columns."""
+    return [c.name for c in stage.builder.get_column_configs() if str(c.column_type) in ("llm-judge", "llm_judge")]
+
+
+def check_specs(asset_key: dg.AssetKey, stage: Stage) -> list[dg.AssetCheckSpec]:
+    """The checks declared for one stage asset."""
+    specs = []
+    if not stage.allow_empty:
+        specs.append(dg.AssetCheckSpec(NON_EMPTY, asset=asset_key, blocking=True, description="The output has rows."))
+    specs.append(
+        dg.AssetCheckSpec(
+            COMPLETION_RATE,
+            asset=asset_key,
+            blocking=True,
+            description=f"Generated / requested records >= {stage.completion_threshold}.",
+        )
+    )
+    specs.append(
+        dg.AssetCheckSpec(
+            COLUMNS_PRESENT, asset=asset_key, description="Every generated column is present and not entirely null."
+        )
+    )
+    if stage.min_judge_score is not None and judge_columns(stage):
+        specs.append(
+            dg.AssetCheckSpec(JUDGE_SCORE, asset=asset_key, description=f"Mean judge score >= {stage.min_judge_score}.")
+        )
+    return specs
+
+
+def generated_column_names(stage: Stage) -> list[str]:
+    """Columns the stage's config generates and keeps in its generated data."""
+    dropped = set()
+    for processor in stage.builder.get_processor_configs():
+        if isinstance(processor, DropColumnsProcessorConfig):
+            dropped |= set(processor.column_names)
+    return [c.name for c in stage.builder.get_column_configs() if not c.drop and c.name not in dropped]
+
+
+def _scores(value: Any) -> list[float]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return []
+    found = []
+    if isinstance(value, dict):
+        for item in value.values():
+            score = item.get("score") if isinstance(item, dict) else None
+            try:
+                number = float(score)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(number):
+                found.append(number)
+    return found
+
+
+def check_results(
+    stage: Stage, record: dict[str, Any], output_rows: int, generated_files: list[Path]
+) -> list[dg.AssetCheckResult]:
+    """Evaluate the declared checks of a finished stage run."""
+    status = record["status"]
+    generated = status in GENERATED_STATUSES
+    results = []
+    if not stage.allow_empty:
+        results.append(
+            dg.AssetCheckResult(
+                check_name=NON_EMPTY,
+                # an empty upstream that allowed it makes an empty stage legitimate
+                passed=output_rows > 0 or status == "skipped_empty_upstream",
+                metadata={"rows": output_rows, "status": status},
+            )
+        )
+
+    requested = record.get("num_records_requested") or 0
+    actual = record.get("num_records_actual") or 0
+    rate = actual / requested if requested else 1.0
+    results.append(
+        dg.AssetCheckResult(
+            check_name=COMPLETION_RATE,
+            passed=(rate >= stage.completion_threshold) if generated else True,
+            metadata={
+                "rate": round(rate, 4),
+                "requested": requested,
+                "generated": actual,
+                "threshold": stage.completion_threshold,
+                "status": status,
+            },
+        )
+    )
+
+    expected = generated_column_names(stage)
+    missing, all_null = [], []
+    if generated and generated_files:
+        table = pa.concat_tables([pq.read_table(f) for f in generated_files], promote_options="default")
+        for name in expected:
+            if name not in table.column_names:
+                missing.append(name)
+            elif table.num_rows and table.column(name).null_count == table.num_rows:
+                all_null.append(name)
+    results.append(
+        dg.AssetCheckResult(
+            check_name=COLUMNS_PRESENT,
+            passed=not missing and not all_null,
+            metadata={"expected": expected, "missing": missing, "all_null": all_null, "status": status},
+        )
+    )
+
+    if stage.min_judge_score is not None and judge_columns(stage):
+        scores: list[float] = []
+        if generated and generated_files:
+            for file in generated_files:
+                table = pq.read_table(file, columns=[c for c in judge_columns(stage)])
+                for name in table.column_names:
+                    for value in table.column(name).to_pylist():
+                        scores.extend(_scores(value))
+        mean = sum(scores) / len(scores) if scores else None
+        results.append(
+            dg.AssetCheckResult(
+                check_name=JUDGE_SCORE,
+                passed=(mean is not None and mean >= stage.min_judge_score) if generated else True,
+                metadata={"mean_score": mean, "scores": len(scores), "minimum": stage.min_judge_score},
+            )
+        )
+    return results
