@@ -29,12 +29,15 @@ import pyarrow as pa
 from pydantic import Field
 from upath import UPath
 
+from dd_assets import stage_lock
 from dd_assets.dataset import StageDataset
 
 STAGE_RECORD = "stage.json"
 DATA_DIR = "data"
 ARTIFACTS_DIR = "artifacts"
 STAGING_DIR = ".staging"
+PREVIOUS_DIR = ".previous"
+LOCK_FILE = ".lock"
 
 
 @dataclass
@@ -59,11 +62,13 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         base_dir: a local path or an fsspec URL (``s3://bucket/prefix``) read through universal_pathlib.
         storage_options: fsspec options for a URL ``base_dir`` (credentials, endpoint).
         local_work_dir: where stages run before upload when ``base_dir`` is not local (default: a temp dir).
+        lock_timeout_s: how long a run waits for another run of the same stage to finish (default: fail at once).
     """
 
     base_dir: str = "data"
     storage_options: dict[str, Any] = Field(default_factory=dict)
     local_work_dir: str | None = None
+    lock_timeout_s: float = 0.0
 
     # --- paths -------------------------------------------------------------------------------
     @property
@@ -86,6 +91,25 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             return Path(self.stage_dir(workflow, stage).path) / STAGING_DIR / key
         base = Path(self.local_work_dir or Path(tempfile.gettempdir()) / "dd_assets_work")
         return base / workflow / stage / key
+
+    def lock_path(self, workflow: str, stage: str) -> Path:
+        """The local file whose lock makes one run at a time write a stage."""
+        if self.is_local:
+            return Path(self.stage_dir(workflow, stage).path) / LOCK_FILE
+        return self.work_dir(workflow, stage, "x").parent / LOCK_FILE
+
+    def lock_stage(self, workflow: str, stage: str, run_id: str) -> None:
+        """Take the stage's writer lock (released by :meth:`publish` or :meth:`unlock_stage`)."""
+        stage_lock.acquire(
+            self.lock_path(workflow, stage),
+            owner={"run": run_id, "pid": os.getpid()},
+            timeout_s=self.lock_timeout_s,
+            what=f"workflow {workflow!r}, stage {stage!r}",
+        )
+
+    def unlock_stage(self, workflow: str, stage: str) -> None:
+        """Release the stage's writer lock if this process holds it."""
+        stage_lock.release(self.lock_path(workflow, stage))
 
     # --- reading -----------------------------------------------------------------------------
     def read_record(self, workflow: str, stage: str) -> dict[str, Any] | None:
@@ -140,36 +164,62 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
     # --- publishing --------------------------------------------------------------------------
     def publish(self, workflow: str, stage: str, output: StageOutput) -> StageDataset:
         """Publish a finished stage: new files, then ``stage.json`` (the commit), then artifacts and cleanup."""
+        try:
+            return self._publish(workflow, stage, output)
+        finally:
+            self.unlock_stage(workflow, stage)
+
+    def _publish(self, workflow: str, stage: str, output: StageOutput) -> StageDataset:
         stage_dir = self.stage_dir(workflow, stage)
         data_dir = stage_dir / DATA_DIR
         version = f"{output.record.get('data_version', 'v')[:12]}-{uuid.uuid4().hex[:8]}"
         previous = self.read_record(workflow, stage)
+        names: list[str] = []
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
-            names = []
             for index, source in enumerate(output.files):
                 name = f"{DATA_DIR}/part-{version}-{index:05d}.parquet"
-                self._put_file(source, stage_dir / name)
                 names.append(name)
+                self._put_file(source, stage_dir / name)
             record = {**output.record, "files": names, "version": version}
             self._write_record(stage_dir, record)
         except OSError as exc:
+            for name in names:  # not committed: take back what this attempt wrote
+                _remove(stage_dir / name)
             raise StageStorageError(
                 f"workflow {workflow!r}, stage {stage!r}: publishing to {stage_dir} failed ({exc}); "
                 "the previous output is unchanged"
             ) from exc
 
-        # Committed. What follows replaces informational artifacts and frees space.
+        # Committed. What follows replaces informational artifacts and frees space. The previous version's
+        # files move to .previous/ (readers holding the old stage.json find them there) and the one before goes.
         if output.artifacts_dir is not None and output.artifacts_dir.exists():
             self._replace_artifacts(stage_dir, output.artifacts_dir)
-        keep = set(names)
-        for old in (previous or {}).get("files", []):
-            if old not in keep:
-                _remove(stage_dir / old)
+        self._retire(stage_dir, [old for old in (previous or {}).get("files", []) if old not in set(names)])
         shutil.rmtree(output.work_dir, ignore_errors=True)
         for path in output.extra_cleanup:
             shutil.rmtree(path, ignore_errors=True)
         return StageDataset.from_files(data_dir, [stage_dir / n for n in names], status=record["status"], record=record)
+
+    def _retire(self, stage_dir: UPath, old_files: list[str]) -> None:
+        previous_dir = stage_dir / PREVIOUS_DIR
+        try:
+            if previous_dir.exists():
+                for stale in previous_dir.iterdir():
+                    _remove(stale)
+            if old_files:
+                previous_dir.mkdir(parents=True, exist_ok=True)
+            for old in old_files:
+                source = stage_dir / old
+                if self.is_local:
+                    try:
+                        os.replace(source.path, (previous_dir / source.name).path)
+                    except FileNotFoundError:
+                        pass
+                else:
+                    source.fs.mv(source.path, (previous_dir / source.name).path)
+        except OSError:
+            pass  # space is reclaimed on the next publish; the committed output is complete either way
 
     def _put_file(self, source: Path, target: UPath) -> None:
         if self.is_local:

@@ -31,6 +31,7 @@ from dd_assets.metadata import compact_column_statistics, stage_metadata
 from dd_assets.resource import DataDesignerResource
 from dd_assets.seeds import Seed, as_stage_dataset, build_seed, own_seed_rows, upstream_label
 from dd_assets.spec import Stage, Workflow, load_stage_config
+from dd_assets.stage_lock import StageBusyError
 from dd_assets.versioning import hash_json, parquet_data_version
 
 
@@ -77,8 +78,19 @@ class StageRun:
         """Run the stage; the returned output is published by the IO manager."""
         inputs_dir = self.io_manager.work_dir(self.workflow.name, self.stage.name, f"inputs-{self.context.run.run_id}")
         try:
+            self.io_manager.lock_stage(self.workflow.name, self.stage.name, self.context.run.run_id)
+        except StageBusyError as exc:
+            raise StageFailure(description=str(exc)) from exc
+        except OSError as exc:
+            raise self.fail(f"cannot write to {self.io_manager.base_dir!r} ({exc}); nothing was changed") from exc
+        try:
             return self._run(upstream_values, inputs_dir)
+        except OSError as exc:
+            self.io_manager.unlock_stage(self.workflow.name, self.stage.name)
+            shutil.rmtree(inputs_dir, ignore_errors=True)
+            raise self.fail(f"storage error ({exc}); the published output is unchanged") from exc
         except BaseException:
+            self.io_manager.unlock_stage(self.workflow.name, self.stage.name)
             shutil.rmtree(inputs_dir, ignore_errors=True)  # the work directory itself stays, for resume
             raise
 

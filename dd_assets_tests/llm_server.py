@@ -28,6 +28,7 @@ class FakeLLMServer:
         self.fault = None
         # when set, generation requests are answered with this object as JSON (structured / judge columns)
         self.structured_answer = None
+        self.delay_s = 0.0  # per generation request, to make runs slow enough to interrupt
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,6 +48,8 @@ class FakeLLMServer:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
                 server._record(body, self.headers.get("Authorization", ""))
+                if server.delay_s and server.user_prompt(body) != HEALTH_CHECK_PROMPT:
+                    time.sleep(server.delay_s)
                 fault = server.fault(server.user_prompt(body)) if server.fault else None
                 if fault is not None:
                     status, payload = fault
@@ -101,6 +104,7 @@ class FakeLLMServer:
             return sum(n for (k, m), n in self.requests.items() if kind in (None, k) and model in (None, m))
 
     def reset(self) -> None:
+        self.delay_s = 0.0
         self.fault = None
         self.structured_answer = None
         with self.lock:

