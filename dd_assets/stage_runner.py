@@ -248,7 +248,8 @@ class StageRun:
                     output_result = self._run_output_processors(data_designer, builder, result, artifacts_dir)
         except Exception as exc:
             record["model_usage"] = registry.usage_since(snapshot)
-            raise self.fail(f"generation failed: {exc}") from exc
+            models = _models_used(builder)
+            raise self.fail(f"generation failed{f' ({models})' if models else ''}: {exc}") from exc
         finally:
             record["model_usage"] = registry.usage_since(snapshot)
 
@@ -347,3 +348,15 @@ def _parquet_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     return []
+
+
+def _models_used(builder: DataDesignerConfigBuilder) -> str:
+    """'model alias 'a' (model 'm') on provider 'p', ...' for the LLM columns of a config."""
+    configs = {m.alias: m for m in builder.model_configs}
+    aliases = sorted({a for c in builder.get_column_configs() for a in c.get_model_aliases()})
+    return ", ".join(
+        f"model alias {alias!r} (model {configs[alias].model!r}) on provider {configs[alias].provider!r}"
+        if alias in configs
+        else f"model alias {alias!r}"
+        for alias in aliases
+    )

@@ -29,6 +29,8 @@ class FakeLLMServer:
         # when set, generation requests are answered with this object as JSON (structured / judge columns)
         self.structured_answer = None
         self.delay_s = 0.0  # per generation request, to make runs slow enough to interrupt
+        self.generation_requests = 0
+        self.hang_s = 2.0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,6 +53,17 @@ class FakeLLMServer:
                 if server.delay_s and server.user_prompt(body) != HEALTH_CHECK_PROMPT:
                     time.sleep(server.delay_s)
                 fault = server.fault(server.user_prompt(body)) if server.fault else None
+                if fault == "hang":
+                    time.sleep(server.hang_s)
+                    fault = (504, {"error": {"message": "gateway timeout"}})
+                if fault == "malformed":
+                    data = b'{"id": "x", "choices": [{"message": {"content": '
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if fault is not None:
                     status, payload = fault
                     self._send(status, payload)
@@ -104,6 +117,7 @@ class FakeLLMServer:
             return sum(n for (k, m), n in self.requests.items() if kind in (None, k) and model in (None, m))
 
     def reset(self) -> None:
+        self.generation_requests = 0
         self.delay_s = 0.0
         self.fault = None
         self.structured_answer = None
@@ -134,3 +148,21 @@ class FakeLLMServer:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 2, "total_tokens": prompt_tokens + 2},
         }
+
+
+def every_kth(server: FakeLLMServer, k: int, fault):
+    """A fault hook that hits every k-th generation request (so retries of a hit request usually succeed).
+
+    ``fault`` is ``(status, body)``, ``"hang"`` (answer after ``hang_s`` seconds, past the client timeout) or
+    ``"malformed"`` (a truncated JSON body with status 200). ``k=1`` hits every request.
+    """
+
+    def hook(prompt: str):
+        if prompt == HEALTH_CHECK_PROMPT:
+            return None
+        with server.lock:
+            server.generation_requests += 1
+            number = server.generation_requests
+        return fault if number % k == 0 else None
+
+    return hook

@@ -124,8 +124,9 @@ def test_a_reader_of_the_previous_version_survives_a_publish(io_manager, instanc
     materialize(wf, io_manager, instance)
     handle = io_manager.read_stage("readers", "a")  # a reader holding version 1
     materialize(wf, io_manager, instance)  # version 2 published
-    assert handle.to_pandas()["n"].tolist() != io_manager.read_stage("readers", "a").to_pandas()["n"].tolist() or True
-    assert len(handle.to_pandas()) == 7
+    assert handle.record["version"] != io_manager.read_record("readers", "a")["version"]
+    assert not all(f.exists() for f in handle.files)  # its files moved to .previous/ ...
+    assert len(handle.to_pandas()) == 7  # ... and are still read from there
 
 
 def _all_files_text(root: Path) -> str:
