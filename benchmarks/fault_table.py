@@ -40,8 +40,10 @@ def main() -> None:
                     if out.success:
                         outcome, kept = "stage succeeded", f"{out.rows_kept}/{ROWS} ({out.rows_kept / ROWS:.0%})"
                     else:
-                        reason = out.message.split(": ", 2)[-1].splitlines()[0][:90]
-                        outcome, kept = f"stage failed: {reason}", "previous output kept"
+                        named = all(x in out.message for x in ("stage 'write'", "fault-model", "fault_llm"))
+                        outcome = "stage failed; the message names the stage, alias, model and provider"
+                        outcome = outcome if named else f"stage failed: {out.message[:120]}"
+                        kept = "previous output kept"
                     lost = "none" if out.previous_intact else "**LOST**"
                     print(f"| {fault} | {rate:.0%} | {outcome} | {kept} | {lost} |", flush=True)
     finally:
