@@ -29,6 +29,7 @@ def build_stage_asset(
         check_specs=translator.get_check_specs(workflow, stage),
         ins=ins,
         required_resource_keys={RESOURCE_KEY, IO_MANAGER_KEY},
+        pool=translator.get_pool(workflow, stage),
         op_tags={"dd_assets/workflow": workflow.name, "dd_assets/stage": stage.name},
     )
     def _stage_asset(context: dg.AssetExecutionContext, config: StageRunConfig, **upstreams: Any):

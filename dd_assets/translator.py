@@ -65,6 +65,10 @@ class DataDesignerStageTranslator:
         """Asset tags (none by default)."""
         return {}
 
+    def get_pool(self, workflow: Workflow, stage: Stage) -> str | None:
+        """The Dagster concurrency pool of the stage's op (none by default); caps model traffic across runs."""
+        return None
+
     def get_check_specs(self, workflow: Workflow, stage: Stage) -> list[dg.AssetCheckSpec]:
         """The asset checks of a stage (see :mod:`dd_assets.checks`)."""
         return check_specs(self.get_asset_key(workflow, stage), stage)

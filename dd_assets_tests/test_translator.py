@@ -138,3 +138,13 @@ def test_duplicate_workflow_names_are_rejected():
 
     with pytest.raises(WorkflowDefinitionError, match="workflow 'shop', field 'name': two workflows have this name"):
         build_workflow_definitions([_workflow(), _workflow()])
+
+
+def test_translator_sets_a_concurrency_pool():
+    class Pooled(DataDesignerStageTranslator):
+        def get_pool(self, workflow, stage):
+            return "llm" if stage.name == "labels" else None
+
+    defs = build_workflow_definitions(_workflow(), translator=Pooled())
+    pools = {next(iter(a.keys)).path[1]: a.op.pool for a in defs.assets}
+    assert pools["labels"] == "llm" and pools["base"] is None
