@@ -197,6 +197,12 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             self._replace_artifacts(stage_dir, output.artifacts_dir)
         self._retire(stage_dir, [old for old in (previous or {}).get("files", []) if old not in set(names)])
         shutil.rmtree(output.work_dir, ignore_errors=True)
+        # This run holds the stage lock, so no other run is using the stage's work directories: those left by
+        # interrupted runs of other work (another config or upstream version) are superseded now.
+        staging = output.work_dir.parent
+        if staging.is_dir():
+            for leftover in staging.iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
         for path in output.extra_cleanup:
             shutil.rmtree(path, ignore_errors=True)
         return StageDataset.from_files(data_dir, [stage_dir / n for n in names], status=record["status"], record=record)

@@ -217,3 +217,11 @@ def test_deleted_upstream_directory_fails_clearly_and_keeps_downstream(io_manage
     assert "workflow 'gone', stage 'a': no published output" in text and "materialize it first" in text
     pd.testing.assert_frame_equal(io_manager.read_stage("gone", "b").to_pandas(), before)
     assert materialize(wf, io_manager, instance).success  # rematerializing the workflow repairs it
+
+
+def test_a_publish_removes_work_directories_of_superseded_work(io_manager, instance):
+    wf = Workflow(name="tidy", stages=[Stage(name="a", config=sampler_builder(), num_records=4)])
+    stale = Path(io_manager.base_dir) / "tidy" / "a" / ".staging" / "0123456789abcdef" / "artifacts"
+    stale.mkdir(parents=True)
+    materialize(wf, io_manager, instance)
+    assert not any((Path(io_manager.base_dir) / "tidy" / "a" / ".staging").iterdir())
