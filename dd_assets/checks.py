@@ -130,7 +130,7 @@ def check_results(
     expected = generated_column_names(stage)
     missing, all_null = [], []
     if generated and generated_files:
-        table = pa.concat_tables([pq.read_table(f) for f in generated_files], promote_options="default")
+        table = pa.concat_tables([pq.read_table(f) for f in generated_files], promote_options="permissive")
         for name in expected:
             if name not in table.column_names:
                 missing.append(name)
@@ -148,7 +148,8 @@ def check_results(
         scores: list[float] = []
         if generated and generated_files:
             for file in generated_files:
-                table = pq.read_table(file, columns=[c for c in judge_columns(stage)])
+                present = set(pq.read_schema(file).names)
+                table = pq.read_table(file, columns=[c for c in judge_columns(stage) if c in present])
                 for name in table.column_names:
                     for value in table.column(name).to_pylist():
                         scores.extend(_scores(value))
@@ -161,3 +162,17 @@ def check_results(
             )
         )
     return results
+
+
+def safe_check_results(
+    stage: Stage, record: dict[str, Any], output_rows: int, generated_files: list[Path]
+) -> list[dg.AssetCheckResult]:
+    """:func:`check_results`, where an error evaluating a check fails that check instead of the stage run."""
+    try:
+        return check_results(stage, record, output_rows, generated_files)
+    except Exception as exc:
+        names = [s.name for s in check_specs(dg.AssetKey(["_"]), stage)]
+        return [
+            dg.AssetCheckResult(check_name=name, passed=False, metadata={"error": f"{type(exc).__name__}: {exc}"})
+            for name in names
+        ]

@@ -16,6 +16,7 @@ previous output untouched, and its work directory lets the next run resume.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -31,6 +32,8 @@ from upath import UPath
 
 from dd_assets import stage_lock
 from dd_assets.dataset import StageDataset
+
+logger = logging.getLogger(__name__)
 
 STAGE_RECORD = "stage.json"
 DATA_DIR = "data"
@@ -130,7 +133,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             raise StageStorageError(
                 f"workflow {workflow!r}, stage {stage!r}: no published output at {stage_dir}; materialize it first"
             )
-        files = [stage_dir / name for name in record["files"]]
+        files = [_current_or_previous(stage_dir, name) for name in record["files"]]
         missing = [str(f) for f in files if not f.exists()]
         if missing:
             raise StageStorageError(
@@ -180,7 +183,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             for index, source in enumerate(output.files):
                 name = f"{DATA_DIR}/part-{version}-{index:05d}.parquet"
                 names.append(name)
-                self._put_file(source, stage_dir / name)
+                self._put_file(source, stage_dir / name, link=_is_within(source, output.work_dir))
             record = {**output.record, "files": names, "version": version}
             self._write_record(stage_dir, record)
         except OSError as exc:
@@ -191,10 +194,14 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 "the previous output is unchanged"
             ) from exc
 
-        # Committed. What follows replaces informational artifacts and frees space. The previous version's
-        # files move to .previous/ (readers holding the old stage.json find them there) and the one before goes.
-        if output.artifacts_dir is not None and output.artifacts_dir.exists():
-            self._replace_artifacts(stage_dir, output.artifacts_dir)
+        # Committed. What follows replaces informational artifacts and frees space; a failure here is logged,
+        # not raised, since the new output is already published. The previous version's files move to
+        # .previous/ (readers holding the old stage.json find them there) and the one before goes.
+        try:
+            if output.artifacts_dir is not None and output.artifacts_dir.exists():
+                self._replace_artifacts(stage_dir, output.artifacts_dir)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("workflow %r, stage %r: published, but replacing artifacts failed: %s", workflow, stage, exc)
         self._retire(stage_dir, [old for old in (previous or {}).get("files", []) if old not in set(names)])
         shutil.rmtree(output.work_dir, ignore_errors=True)
         # This run holds the stage lock, so no other run is using the stage's work directories: those left by
@@ -227,13 +234,16 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         except OSError:
             pass  # space is reclaimed on the next publish; the committed output is complete either way
 
-    def _put_file(self, source: Path, target: UPath) -> None:
+    def _put_file(self, source: Path, target: UPath, *, link: bool) -> None:
         if self.is_local:
             Path(target.path).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, target.path)  # same file system: no copy, and artifacts keep their copy
-            except OSError:
-                shutil.copyfile(source, target.path)
+            if link:  # a file this run wrote: no copy, and the artifacts keep theirs
+                try:
+                    os.link(source, target.path)
+                    return
+                except OSError:
+                    pass
+            shutil.copyfile(source, target.path)  # e.g. an output_override the user may rewrite later
         else:
             with open(source, "rb") as src, target.open("wb") as dst:
                 shutil.copyfileobj(src, dst, length=1 << 22)
@@ -258,12 +268,20 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             trash.parent.mkdir(parents=True, exist_ok=True)
             if Path(target.path).exists():
                 os.replace(target.path, trash)
-            os.replace(artifacts, target.path)
+            try:
+                os.replace(artifacts, target.path)
+            except OSError:
+                if trash.exists() and not Path(target.path).exists():
+                    os.replace(trash, target.path)  # put the old artifacts back
+                raise
             shutil.rmtree(trash, ignore_errors=True)
         else:
+            # upload beside the old tree first, so a failed upload leaves the old artifacts whole
+            incoming = stage_dir / f".artifacts-{uuid.uuid4().hex[:8]}"
+            target.fs.put(str(artifacts), incoming.path, recursive=True)
             if target.exists():
                 target.fs.rm(target.path, recursive=True)
-            target.fs.put(str(artifacts), target.path, recursive=True)
+            target.fs.mv(incoming.path, target.path, recursive=True)
 
 
 def _workflow_stage(asset_key: dg.AssetKey) -> tuple[str, str]:
@@ -277,3 +295,20 @@ def _remove(path: UPath) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+def _current_or_previous(stage_dir: UPath, name: str) -> UPath:
+    """A file of a ``stage.json``; if a publish retired it since that record was read, its ``.previous/`` copy."""
+    path = stage_dir / name
+    if path.exists():
+        return path
+    retired = stage_dir / PREVIOUS_DIR / path.name
+    return retired if retired.exists() else path
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(Path(parent).resolve())
+        return True
+    except ValueError:
+        return False

@@ -219,8 +219,8 @@ class DataDesignerResource(dg.ConfigurableResource):
     def secret_values(self) -> list[str]:
         """Resolved API key values, so log lines can be redacted."""
         values = []
-        for provider in self.model_providers or []:
-            key = provider.get("api_key")
+        for provider in self.providers():
+            key = provider.api_key
             if not key:
                 continue
             values.append(key)

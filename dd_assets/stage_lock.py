@@ -27,22 +27,27 @@ def acquire(lock_path: Path, *, owner: dict, timeout_s: float, what: str) -> Non
     """Take the stage lock, waiting up to ``timeout_s`` seconds; raise :class:`StageBusyError` otherwise."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                holder = _read_owner(fd)
-                os.close(fd)
-                raise StageBusyError(
-                    f"{what} is being materialized by another run ({holder}); this run did not touch it. "
-                    "Retry when that run ends, or set StageParquetIOManager(lock_timeout_s=...) to wait"
-                ) from None
-            time.sleep(0.2)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(owner).encode(), 0)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StageBusyError(
+                        f"{what} is being materialized by another run ({_read_owner(fd)}); this run did not touch "
+                        "it. Retry when that run ends, or set StageParquetIOManager(lock_timeout_s=...) to wait"
+                    ) from None
+                time.sleep(0.2)
+    except BaseException:
+        os.close(fd)  # closing also drops a lock taken just before an interrupt
+        raise
+    try:  # who holds it, for the loser's message; not needed for the lock itself
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(owner).encode(), 0)
+    except OSError:
+        pass
     with _HELD_LOCK:
         _HELD[str(lock_path)] = fd
 

@@ -23,7 +23,7 @@ from data_designer.config.utils.constants import DEFAULT_NUM_RECORDS
 from data_designer.engine.storage.artifact_storage import ResumeMode
 from upath import UPath
 
-from dd_assets.checks import check_results
+from dd_assets.checks import safe_check_results
 from dd_assets.dataset import StageDataset
 from dd_assets.io_manager import StageOutput, StageParquetIOManager
 from dd_assets.log_bridge import data_designer_logs_to_dagster
@@ -108,7 +108,8 @@ class StageRun:
         upstream_versions = {upstream_label(dep): _data_version_of(ds) for dep, ds in upstreams.items()}
         # The work directory is keyed by everything that decides the output, so a rerun of the same
         # work resumes its finished batches and any change starts fresh.
-        work_key = hash_json([self.code_version, upstream_versions, self.config.num_records])[:16]
+        run_settings = self.resource.data_designer_run_config().model_dump(mode="json")
+        work_key = hash_json([self.code_version, upstream_versions, self.config.num_records, run_settings])[:16]
         work_dir = self.io_manager.work_dir(self.workflow.name, stage.name, work_key)
         work_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -145,9 +146,10 @@ class StageRun:
             record.update(status="overridden", num_records_actual=0, output_override=self.config.output_override)
         elif seed is not None and seed.num_rows == 0:
             empty = [dep for dep in stage.depends_on if upstreams[dep].is_empty]
-            self.context.log.info(
-                f"{self.where}: upstream {', '.join(map(upstream_label, empty))} is empty; skipping without model calls"
+            cause = (
+                f"upstream {', '.join(map(upstream_label, empty))} is empty" if empty else "the combined seed is empty"
             )
+            self.context.log.info(f"{self.where}: {cause}; skipping without model calls")
             files = [self._write_empty(work_dir, seed, upstreams)]
             record.update(
                 status="skipped_empty_upstream",
@@ -176,7 +178,7 @@ class StageRun:
             materialized_at=datetime.now(UTC).isoformat(),
             duration_s=round(time.monotonic() - started, 3),
         )
-        self.check_results = check_results(stage, record, dataset.num_rows, generated_files)
+        self.check_results = safe_check_results(stage, record, dataset.num_rows, generated_files)
         column_statistics = compact_column_statistics(analysis)
         record["column_statistics"] = column_statistics
         builder = stage.builder
@@ -237,11 +239,28 @@ class StageRun:
 
         snapshot = registry.usage_snapshot()
         prefix = f"[{self.workflow.name}/{stage.name}] "
+        secrets = self.resource.secret_values()
         try:
-            with data_designer_logs_to_dagster(self.context, prefix, self.resource.secret_values()):
-                result = data_designer.create(
-                    builder, num_records=num_records, dataset_name="artifacts", artifact_path=work_dir, resume=resume
-                )
+            with data_designer_logs_to_dagster(self.context, prefix, secrets):
+                try:
+                    result = data_designer.create(
+                        builder,
+                        num_records=num_records,
+                        dataset_name="artifacts",
+                        artifact_path=work_dir,
+                        resume=resume,
+                    )
+                except Exception as exc:
+                    if resume != ResumeMode.ALWAYS or "resume" not in str(exc).lower():
+                        raise
+                    # Data Designer refuses some resumes (interrupted post-processing, changed artifact policy):
+                    # rather than failing the same way on every retry, start this work fresh.
+                    self.context.log.warning(f"{self.where}: cannot resume ({exc}); generating from the start")
+                    shutil.rmtree(artifacts_dir, ignore_errors=True)
+                    record["resumed"] = False
+                    result = data_designer.create(
+                        builder, num_records=num_records, dataset_name="artifacts", artifact_path=work_dir
+                    )
                 record["num_records_actual"] = result.count_records()
                 output_result = result
                 if stage.output_processors:
@@ -249,7 +268,8 @@ class StageRun:
         except Exception as exc:
             record["model_usage"] = registry.usage_since(snapshot)
             models = _models_used(builder)
-            raise self.fail(f"generation failed{f' ({models})' if models else ''}: {exc}") from exc
+            reason = _redact(str(exc), secrets)
+            raise self.fail(f"generation failed{f' ({models})' if models else ''}: {reason}") from exc
         finally:
             record["model_usage"] = registry.usage_since(snapshot)
 
@@ -257,7 +277,7 @@ class StageRun:
             try:
                 selected = Path(stage.on_success(result.artifact_storage.base_dataset_path))
             except Exception as exc:
-                raise self.fail(f"on_success raised {exc!r}") from exc
+                raise self.fail(f"on_success raised {_redact(repr(exc), self.resource.secret_values())}") from exc
         else:
             selected = self._selected_output(result, output_result)
         files = _parquet_files(selected)
@@ -331,8 +351,11 @@ class StageRun:
     def _write_empty(self, work_dir: Path, seed: Seed, upstreams: dict[Any, StageDataset]) -> Path:
         import pyarrow as pa
 
-        schemas = [d.schema for d in upstreams.values()]
-        schema = pa.unify_schemas(schemas) if len(schemas) > 1 else schemas[0]
+        seed_files = sorted(Path(seed.glob).parent.glob("*.parquet"))
+        try:
+            schema = pa.unify_schemas([pq.read_schema(f) for f in seed_files]) if seed_files else pa.schema([])
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise self.fail(f"upstream schemas do not combine: {exc}") from exc
         target = work_dir / "empty.parquet"
         pq.write_table(schema.empty_table(), target)
         return target
@@ -360,3 +383,9 @@ def _models_used(builder: DataDesignerConfigBuilder) -> str:
         else f"model alias {alias!r}"
         for alias in aliases
     )
+
+
+def _redact(text: str, secrets: list[str]) -> str:
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

@@ -225,3 +225,16 @@ def test_a_publish_removes_work_directories_of_superseded_work(io_manager, insta
     stale.mkdir(parents=True)
     materialize(wf, io_manager, instance)
     assert not any((Path(io_manager.base_dir) / "tidy" / "a" / ".staging").iterdir())
+
+
+def test_output_override_is_copied_so_later_edits_do_not_change_published_data(io_manager, instance, tmp_path):
+    override = tmp_path / "fixed.parquet"
+    pd.DataFrame({"n": [1, 2], "color": ["red", "blue"]}).to_parquet(override)
+    wf = Workflow(name="copy", stages=[Stage(name="a", config=sampler_builder(), num_records=3)])
+    materialize(
+        wf, io_manager, instance, run_config={"ops": {"copy__a": {"config": {"output_override": str(override)}}}}
+    )
+    published = Path(io_manager.base_dir) / "copy" / "a" / io_manager.read_record("copy", "a")["files"][0]
+    assert published.stat().st_ino != override.stat().st_ino
+    pd.DataFrame({"n": [9], "color": ["x"]}).to_parquet(override)
+    assert io_manager.read_stage("copy", "a").num_rows == 2

@@ -173,3 +173,8 @@ def test_conflicting_alias_across_workflows_fails_at_definitions_load():
     two = Workflow(name="w2", stages=[Stage(name="b", config=llm_builder("y", "Say hi", alias="m", model="model-b"))])
     with pytest.raises(WorkflowDefinitionError, match="workflow 'w2', stage 'b'.*defined differently by workflow 'w1'"):
         build_workflow_definitions([one, two])
+
+
+def test_default_provider_keys_are_redacted(monkeypatch):
+    monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-should-never-be-logged")
+    assert "nvapi-should-never-be-logged" in DataDesignerResource().secret_values()
