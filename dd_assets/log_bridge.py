@@ -19,6 +19,13 @@ DATA_DESIGNER_LOGGER = "data_designer"
 FLUSH_INTERVAL_S = 1.0
 
 
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret value replaced by ``***`` (longest first, so no part of one is left)."""
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 class DagsterLogHandler(logging.Handler):
     """Queues Data Designer's records and forwards them to ``context.log`` from a background thread."""
 
@@ -26,7 +33,7 @@ class DagsterLogHandler(logging.Handler):
         super().__init__(level=logging.INFO)
         self._context = context
         self._prefix = prefix
-        self._secrets = sorted(set(secrets), key=len, reverse=True)
+        self._secrets = secrets
         self._flush_interval = flush_interval
         self._pending: list[tuple[int, str]] = []
         self._pending_lock = threading.Lock()
@@ -37,9 +44,7 @@ class DagsterLogHandler(logging.Handler):
 
     def redact(self, text: str) -> str:
         """The text with every known secret value replaced."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

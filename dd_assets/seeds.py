@@ -39,15 +39,22 @@ class Seed:
     sources: dict[str, list[tuple[dg.AssetKey, str]]] = field(default_factory=dict)
 
 
-def own_seed_rows(builder) -> int | None:
-    """Row count of a root stage's own local seed file(s), or ``None`` when it has none or it is not local."""
+def local_seed_files(builder) -> list[Path] | None:
+    """The files of a config's own local seed (its path or wildcard), or ``None`` when it has no local seed."""
     seed = builder.get_seed_config()
     source = getattr(seed, "source", None)
     path = getattr(source, "path", None)
     if seed is None or getattr(source, "seed_type", None) != "local" or not path:
         return None
     pattern = Path(path)
-    files = sorted(pattern.parent.glob(pattern.name)) if "*" in pattern.name else [pattern]
+    return sorted(pattern.parent.glob(pattern.name)) if "*" in pattern.name else [pattern]
+
+
+def own_seed_rows(builder) -> int | None:
+    """Row count of a root stage's own local seed file(s), or ``None`` when it has none or it is not local."""
+    files = local_seed_files(builder)
+    if files is None:
+        return None
     total = 0
     for file in files:
         if file.suffix == ".parquet":

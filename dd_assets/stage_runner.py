@@ -26,7 +26,7 @@ from upath import UPath
 from dd_assets.checks import safe_check_results
 from dd_assets.dataset import StageDataset
 from dd_assets.io_manager import StageOutput, StageParquetIOManager
-from dd_assets.log_bridge import data_designer_logs_to_dagster
+from dd_assets.log_bridge import data_designer_logs_to_dagster, redact
 from dd_assets.metadata import compact_column_statistics, stage_metadata
 from dd_assets.resource import DataDesignerResource
 from dd_assets.seeds import Seed, as_stage_dataset, build_seed, own_seed_rows, upstream_label
@@ -268,7 +268,7 @@ class StageRun:
         except Exception as exc:
             record["model_usage"] = registry.usage_since(snapshot)
             models = _models_used(builder)
-            reason = _redact(str(exc), secrets)
+            reason = redact(str(exc), secrets)
             raise self.fail(f"generation failed{f' ({models})' if models else ''}: {reason}") from exc
         finally:
             record["model_usage"] = registry.usage_since(snapshot)
@@ -277,7 +277,7 @@ class StageRun:
             try:
                 selected = Path(stage.on_success(result.artifact_storage.base_dataset_path))
             except Exception as exc:
-                raise self.fail(f"on_success raised {_redact(repr(exc), self.resource.secret_values())}") from exc
+                raise self.fail(f"on_success raised {redact(repr(exc), secrets)}") from exc
         else:
             selected = self._selected_output(result, output_result)
         files = _parquet_files(selected)
@@ -383,9 +383,3 @@ def _models_used(builder: DataDesignerConfigBuilder) -> str:
         else f"model alias {alias!r}"
         for alias in aliases
     )
-
-
-def _redact(text: str, secrets: list[str]) -> str:
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text

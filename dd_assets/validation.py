@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 from data_designer.config.processors import DropColumnsProcessorConfig, SchemaTransformProcessorConfig
+
+from dd_assets.seeds import local_seed_files
 
 if TYPE_CHECKING:
     from dd_assets.spec import Stage, Workflow
@@ -49,14 +50,9 @@ def check_model_aliases(workflows: Sequence[Workflow]) -> None:
 
 def seed_file_columns(stage: Stage) -> Columns:
     """Columns of a root stage's own local seed file(s), or ``None`` when they cannot be read cheaply."""
-    seed = stage.builder.get_seed_config()
-    if seed is None:
+    if stage.builder.get_seed_config() is None:
         return set()
-    path = getattr(seed.source, "path", None)
-    if getattr(seed.source, "seed_type", None) != "local" or not path:
-        return None
-    pattern = Path(path)
-    files = sorted(pattern.parent.glob(pattern.name)) if "*" in pattern.name else [pattern]
+    files = local_seed_files(stage.builder)
     if not files:
         return None
     first = files[0]
