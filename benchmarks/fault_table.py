@@ -16,6 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("NEMO_TELEMETRY_ENABLED", "false")
 os.environ.setdefault("DATA_DESIGNER_HOME", tempfile.mkdtemp(prefix="dd_home_"))
+os.environ.setdefault("DD_ASSETS_TEST_API_KEY", "sk-fault-table")  # the providers name their key by variable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dagster as dg  # noqa: E402

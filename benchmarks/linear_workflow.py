@@ -65,4 +65,5 @@ else:
     defs = build_workflow_definitions(
         Workflow(name="bench", stages=stages),
         io_manager=StageParquetIOManager(base_dir=os.environ.get("DD_ASSETS_BASE_DIR", "data")),
+        execution=os.environ.get("BENCH_EXECUTION", "per_stage"),
     )

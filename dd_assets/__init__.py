@@ -5,13 +5,6 @@ import os
 # Offline-safe default: Data Designer reads this once, at import, and otherwise sends telemetry.
 os.environ.setdefault("NEMO_TELEMETRY_ENABLED", "false")
 
-from data_designer.config.default_model_settings import resolve_seed_default_model_settings  # noqa: E402
-
-# Data Designer writes its default model configs and providers into DATA_DESIGNER_HOME the first time a
-# DataDesigner is built; config builders made before that see no default models. Seed them now so that a
-# stage's config (and so its code version) is the same on the first and every later load.
-resolve_seed_default_model_settings()
-
 from dd_assets.component import DataDesignerWorkflowComponent  # noqa: E402
 from dd_assets.dataset import StageDataset  # noqa: E402
 from dd_assets.io_manager import StageParquetIOManager  # noqa: E402

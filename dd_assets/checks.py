@@ -1,17 +1,24 @@
 """Asset checks of every stage, declared as ``check_specs`` of the stage asset.
 
-==================  =========  ==============================================================================
-check               blocking   passes when
-==================  =========  ==============================================================================
-``non_empty``       yes        the output has rows (not declared when the stage has ``allow_empty=True``)
-``completion_rate`` yes        generated / requested records >= ``Stage.completion_threshold`` (default 0.95)
-``columns_present`` no         every column the stage generates is in its generated data and not all null
-``judge_score``     no         the mean score of its ``llm-judge`` columns >= ``Stage.min_judge_score``
-                               (declared only when that is set and the stage has judge columns)
-==================  =========  ==============================================================================
+Two guards are not checks, because they stop a stage *before* it publishes: an empty output fails the
+stage unless ``allow_empty``, and fewer than ``Stage.completion_threshold`` of the requested records fails
+it (the previous output stays). The checks report on what was published:
 
+==================  ========  =====================================================================
+check               severity  passes when
+==================  ========  =====================================================================
+``non_empty``       warn      the output has rows (declared on stages that can publish an empty
+                              output: ``allow_empty=True``, or downstream of another stage)
+``completion_rate`` warn      every requested record was generated (it warns when some were dropped
+                              but the stage stayed above its completion threshold)
+``columns_present`` error     every column the stage generates is in its generated data and not all null
+``judge_score``     error     the mean score of its ``llm-judge`` columns >= ``Stage.min_judge_score``
+                              (declared only when that is set and the stage has judge columns)
+==================  ========  =====================================================================
+
+None of them is blocking: a stage that should not feed downstream stages fails before publishing.
 Stages that made no generation (``skipped_empty_upstream``, ``overridden``) pass the generation checks with
-their status in the check metadata. A failed blocking check stops downstream stages.
+their status in the check metadata.
 """
 
 from __future__ import annotations
@@ -40,17 +47,24 @@ def judge_columns(stage: Stage) -> list[str]:
     return [c.name for c in stage.builder.get_column_configs() if str(c.column_type) in ("llm-judge", "llm_judge")]
 
 
+def declares_non_empty(stage: Stage) -> bool:
+    """Whether the stage can publish an empty output, so that ``non_empty`` can fail."""
+    return stage.allow_empty or bool(stage.depends_on)
+
+
 def check_specs(asset_key: dg.AssetKey, stage: Stage) -> list[dg.AssetCheckSpec]:
     """The checks declared for one stage asset."""
     specs = []
-    if not stage.allow_empty:
-        specs.append(dg.AssetCheckSpec(NON_EMPTY, asset=asset_key, blocking=True, description="The output has rows."))
+    if declares_non_empty(stage):
+        specs.append(dg.AssetCheckSpec(NON_EMPTY, asset=asset_key, description="The output has rows."))
     specs.append(
         dg.AssetCheckSpec(
             COMPLETION_RATE,
             asset=asset_key,
-            blocking=True,
-            description=f"Generated / requested records >= {stage.completion_threshold}.",
+            description=(
+                "Every requested record was generated (warns when some were dropped; below "
+                f"{stage.completion_threshold} the stage fails before publishing)."
+            ),
         )
     )
     specs.append(
@@ -94,18 +108,19 @@ def _scores(value: Any) -> list[float]:
 
 
 def check_results(
-    stage: Stage, record: dict[str, Any], output_rows: int, generated_files: list[Path]
+    stage: Stage, record: dict[str, Any], output_rows: int, generated_files: list[Path], asset_key: dg.AssetKey
 ) -> list[dg.AssetCheckResult]:
     """Evaluate the declared checks of a finished stage run."""
     status = record["status"]
     generated = status in GENERATED_STATUSES
     results = []
-    if not stage.allow_empty:
+    if declares_non_empty(stage):
         results.append(
             dg.AssetCheckResult(
+                asset_key=asset_key,
                 check_name=NON_EMPTY,
-                # an empty upstream that allowed it makes an empty stage legitimate
-                passed=output_rows > 0 or status == "skipped_empty_upstream",
+                passed=output_rows > 0,
+                severity=dg.AssetCheckSeverity.WARN,
                 metadata={"rows": output_rows, "status": status},
             )
         )
@@ -115,12 +130,15 @@ def check_results(
     rate = actual / requested if requested else 1.0
     results.append(
         dg.AssetCheckResult(
+            asset_key=asset_key,
             check_name=COMPLETION_RATE,
-            passed=(rate >= stage.completion_threshold) if generated else True,
+            passed=(actual >= requested) if generated else True,
+            severity=dg.AssetCheckSeverity.WARN,
             metadata={
                 "rate": round(rate, 4),
                 "requested": requested,
                 "generated": actual,
+                "dropped": max(0, requested - actual) if generated else 0,
                 "threshold": stage.completion_threshold,
                 "status": status,
             },
@@ -138,6 +156,7 @@ def check_results(
                 all_null.append(name)
     results.append(
         dg.AssetCheckResult(
+            asset_key=asset_key,
             check_name=COLUMNS_PRESENT,
             passed=not missing and not all_null,
             metadata={"expected": expected, "missing": missing, "all_null": all_null, "status": status},
@@ -156,6 +175,7 @@ def check_results(
         mean = sum(scores) / len(scores) if scores else None
         results.append(
             dg.AssetCheckResult(
+                asset_key=asset_key,
                 check_name=JUDGE_SCORE,
                 passed=(mean is not None and mean >= stage.min_judge_score) if generated else True,
                 metadata={"mean_score": mean, "scores": len(scores), "minimum": stage.min_judge_score},
@@ -165,14 +185,16 @@ def check_results(
 
 
 def safe_check_results(
-    stage: Stage, record: dict[str, Any], output_rows: int, generated_files: list[Path]
+    stage: Stage, record: dict[str, Any], output_rows: int, generated_files: list[Path], asset_key: dg.AssetKey
 ) -> list[dg.AssetCheckResult]:
     """:func:`check_results`, where an error evaluating a check fails that check instead of the stage run."""
     try:
-        return check_results(stage, record, output_rows, generated_files)
+        return check_results(stage, record, output_rows, generated_files, asset_key)
     except Exception as exc:
         names = [s.name for s in check_specs(dg.AssetKey(["_"]), stage)]
         return [
-            dg.AssetCheckResult(check_name=name, passed=False, metadata={"error": f"{type(exc).__name__}: {exc}"})
+            dg.AssetCheckResult(
+                asset_key=asset_key, check_name=name, passed=False, metadata={"error": f"{type(exc).__name__}: {exc}"}
+            )
             for name in names
         ]

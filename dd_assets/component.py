@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -68,6 +68,8 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
         base_dir: where stages are stored (path relative to the working directory, or an fsspec URL).
         model_providers: Data Designer model providers (``None``: Data Designer's defaults).
         run_config: Data Designer ``RunConfig`` fields.
+        execution: ``per_stage`` or ``concurrent`` (default: the workflow's own ``execution``).
+        max_concurrent_stages: in concurrent execution, at most this many stages at once.
     """
 
     workflow_file: str | None = Field(default=None, description="Workflow YAML file, relative to this folder.")
@@ -75,6 +77,14 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
     base_dir: str = Field(default="data", description="Where stages are stored (path or fsspec URL).")
     model_providers: list[dict[str, Any]] | None = Field(default=None, description="Data Designer providers.")
     run_config: dict[str, Any] = Field(default_factory=dict, description="Data Designer RunConfig fields.")
+    execution: Literal["per_stage", "concurrent"] | None = Field(
+        default=None,
+        description="per_stage: one step per stage; concurrent: one step runs ready stages at once. "
+        "Default: the workflow's own `execution`.",
+    )
+    max_concurrent_stages: int | None = Field(
+        default=None, ge=1, description="In concurrent execution, at most this many stages at once."
+    )
 
     def load_workflow(self, folder: Path):
         """The workflow this component declares, validated."""
@@ -94,6 +104,8 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
                 DataDesignerResource, model_providers=self.model_providers, run_config=self.run_config
             ),
             io_manager=_shared(StageParquetIOManager, base_dir=self.base_dir),
+            execution=self.execution,
+            max_concurrent_stages=self.max_concurrent_stages,
         )
 
 

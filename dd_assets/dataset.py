@@ -18,7 +18,7 @@ class StageDataset:
     """The selected output of a stage, as published by :class:`~dd_assets.StageParquetIOManager`.
 
     Attributes:
-        path: the stage's ``data/`` directory.
+        path: the folder holding exactly this version's files (``versions/<version>`` of the stage).
         files: the parquet files of this version, in order (read these, not a glob of ``path``).
         num_rows: row count, read from parquet footers.
         schema: Arrow schema of the output.
@@ -47,7 +47,7 @@ class StageDataset:
         """Read the whole output as one Arrow table."""
         tables = []
         for file in self.files:
-            with _open(file) as handle:
+            with file.open("rb") as handle:
                 tables.append(pq.read_table(handle))
         if not tables:
             return self.schema.empty_table()
@@ -59,7 +59,7 @@ class StageDataset:
         for file in self.files:
             if remaining <= 0:
                 break
-            with _open(file) as handle:
+            with file.open("rb") as handle:
                 table = pq.read_table(handle).slice(0, remaining)
             tables.append(table)
             remaining -= table.num_rows
@@ -83,11 +83,3 @@ class StageDataset:
                 schemas.append(meta.schema.to_arrow_schema())
         schema = pa.unify_schemas(schemas) if schemas else pa.schema([])
         return cls(path=path, files=tuple(files), num_rows=num_rows, schema=schema, status=status, record=record or {})
-
-
-def _open(file: UPath):
-    """Open a published file; a version replaced since this handle was made is found in ``.previous/``."""
-    try:
-        return file.open("rb")
-    except FileNotFoundError:
-        return (file.parent.parent / ".previous" / file.name).open("rb")

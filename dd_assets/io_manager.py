@@ -2,54 +2,80 @@
 
 Layout (public)::
 
-    <base_dir>/<workflow>/<stage>/data/*.parquet   the selected output handed downstream
-    <base_dir>/<workflow>/<stage>/artifacts/       Data Designer's artifact directory
-    <base_dir>/<workflow>/<stage>/stage.json       status, versions, counts, upstream versions, files
+    <base_dir>/<workflow>/<stage>/stage.json                 the commit: status, versions, counts, files
+    <base_dir>/<workflow>/<stage>/versions/<version>/*.parquet  each published version, never changed
+    <base_dir>/<workflow>/<stage>/data -> versions/<version>  (local base_dir) the current version
+    <base_dir>/<workflow>/<stage>/artifacts/                 Data Designer's artifact directory
 
-A stage runs in a local work directory (``<stage>/.staging/<key>`` for a local ``base_dir``).
-Publishing writes the new parquet files under version-unique names, then replaces ``stage.json``
-in one step (the commit point; readers follow its ``files`` list), then swaps in the artifacts and
-removes the previous version's files. A run that fails or is killed before the commit leaves the
-previous output untouched, and its work directory lets the next run resume.
+A stage runs in a local work directory (``<stage>/.staging/<key>`` for a local ``base_dir``). Publishing
+writes the new parquet files into a fresh ``versions/<version>/`` folder, checks that the run still holds
+the stage's lock, then replaces ``stage.json`` in one step (the commit point; readers follow its
+``files``). Only then is the ``data`` link switched to the new folder (one atomic rename), the artifacts
+swapped in, and versions other than the new and the previous one removed. No folder a reader is pointed
+at (``data``, ``dagster/uri``) ever holds files of two versions, and a run killed before the commit
+leaves the previous output untouched.
+
+If a run dies between the commit and Dagster recording the materialization, storage is ahead of
+Dagster; :meth:`StageParquetIOManager.reconcile` records the committed version in Dagster the next time
+the stage is run or read, so the two agree again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pyarrow as pa
-from pydantic import Field
+from pydantic import ConfigDict, Field, field_validator
 from upath import UPath
 
-from dd_assets import stage_lock
 from dd_assets.dataset import StageDataset
+from dd_assets.secrets import (
+    LiteralSecretError,
+    credential_paths,
+    env_values,
+    env_var_name,
+    nested_env_vars,
+    redact,
+    require_env_var_name,
+    resolve_env_var,
+)
+from dd_assets.stage_lock import StageLock
 
 logger = logging.getLogger(__name__)
 
 STAGE_RECORD = "stage.json"
 DATA_DIR = "data"
+VERSIONS_DIR = "versions"
 ARTIFACTS_DIR = "artifacts"
 STAGING_DIR = ".staging"
-PREVIOUS_DIR = ".previous"
 LOCK_FILE = ".lock"
+VERSION_METADATA_KEY = "dd_assets/version"
+LEGACY_PREVIOUS_DIR = ".previous"
 
 
 @dataclass
 class StageOutput:
     """What a stage run hands to the IO manager to publish."""
 
+    workflow: str
+    stage: str
+    version: str
     work_dir: Path
     files: list[Path]
     record: dict[str, Any]
+    lock: StageLock
     artifacts_dir: Path | None = None
     extra_cleanup: list[Path] = field(default_factory=list)
 
@@ -58,72 +84,171 @@ class StageStorageError(RuntimeError):
     """A stage directory cannot be read or written."""
 
 
+class StageRecordUnreadableError(StageStorageError):
+    """A stage's ``stage.json`` exists but cannot be parsed."""
+
+
 class StageParquetIOManager(dg.ConfigurableIOManager):
     """Stores every stage in ``<base_dir>/<workflow>/<stage>/`` (IO manager key ``"dd_stage_io_manager"``).
 
     Attributes:
         base_dir: a local path or an fsspec URL (``s3://bucket/prefix``) read through universal_pathlib.
-        storage_options: fsspec options for a URL ``base_dir`` (credentials, endpoint).
+        storage_options: fsspec options for a URL ``base_dir`` (endpoint, region, ...). Credentials are not
+            accepted here as values: give them as ``dg.EnvVar("NAME")`` or in ``storage_secrets``.
+        storage_secrets: fsspec options read from environment variables: option name -> variable name,
+            e.g. ``{"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY"}``.
         local_work_dir: where stages run before upload when ``base_dir`` is not local (default: a temp dir).
         lock_timeout_s: how long a run waits for another run of the same stage to finish (default: fail at once).
     """
 
+    # Validation errors never echo the input: storage options may hold a credential.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     base_dir: str = "data"
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    storage_secrets: dict[str, str] = Field(default_factory=dict)
     local_work_dir: str | None = None
     lock_timeout_s: float = 0.0
 
+    def __init__(self, **data: Any) -> None:
+        options = dict(data.get("storage_options") or {})
+        moved = {key: env_var_name(value) for key, value in options.items() if isinstance(value, dg.EnvVar)}
+        if moved:  # dg.EnvVar("NAME") becomes a storage secret: the name stays in config, never the value
+            data["storage_options"] = {k: v for k, v in options.items() if k not in moved}
+            data["storage_secrets"] = {**(data.get("storage_secrets") or {}), **moved}
+        super().__init__(**data)
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_literal_credentials(cls, options: dict[str, Any]) -> dict[str, Any]:
+        nested = nested_env_vars(options)
+        if nested:
+            raise ValueError(
+                f"storage_options {', '.join(map(repr, nested))}: dg.EnvVar is only read at the top level of "
+                "storage_options; put the credential in storage_secrets under its top-level option name"
+            )
+        found = credential_paths(options)
+        if found:
+            raise ValueError(
+                f"storage_options {', '.join(map(repr, found))} would put a credential into Dagster's run config "
+                "and UI (the value is not repeated here); give it as dg.EnvVar('NAME') or in "
+                "storage_secrets={'<option>': '<ENV_VAR_NAME>'}"
+            )
+        return options
+
+    @field_validator("storage_secrets")
+    @classmethod
+    def _secrets_are_names(cls, secrets: dict[str, str]) -> dict[str, str]:
+        for option, name in secrets.items():
+            try:
+                require_env_var_name(name, f"storage_secrets[{option!r}]")
+            except LiteralSecretError as exc:
+                raise ValueError(str(exc)) from None
+        return secrets
+
     # --- paths -------------------------------------------------------------------------------
+    def resolved_storage_options(self) -> dict[str, Any]:
+        """``storage_options`` with ``storage_secrets`` read from the environment."""
+        secrets = {
+            option: resolve_env_var(name, f"storage_secrets[{option!r}]")
+            for option, name in self.storage_secrets.items()
+        }
+        return {**self.storage_options, **secrets}
+
+    def secret_values(self) -> list[str]:
+        """Values of the storage secrets, so messages can be redacted."""
+        return env_values(self.storage_secrets.values())
+
     @property
     def root(self) -> UPath:
         """``base_dir`` as a path object."""
-        return UPath(self.base_dir, **self.storage_options)
+        options = self.resolved_storage_options() if self.storage_secrets else self.storage_options
+        return UPath(self.base_dir, **options)
 
     @property
     def is_local(self) -> bool:
         """True when ``base_dir`` is on the local file system."""
-        return self.root.protocol in ("", "file", "local")
+        return UPath(self.base_dir).protocol in ("", "file", "local")
 
     def stage_dir(self, workflow: str, stage: str) -> UPath:
         """``<base_dir>/<workflow>/<stage>``."""
         return self.root / workflow / stage
 
+    def work_root(self, workflow: str, stage: str) -> Path:
+        """The local directory holding a stage's work directories.
+
+        For a URL ``base_dir`` it lives under ``local_work_dir`` in a folder keyed by the ``base_dir`` (and the
+        endpoint), so two buckets with the same workflow never share or clean up each other's work.
+        """
+        if self.is_local:
+            return Path(self.stage_dir(workflow, stage).path) / STAGING_DIR
+        base = Path(self.local_work_dir or Path(tempfile.gettempdir()) / "dd_assets_work")
+        return base / self.base_dir_key() / workflow / stage
+
+    def base_dir_key(self) -> str:
+        """A short stable name for ``base_dir`` (and its endpoint), for local folders that belong to it."""
+        endpoint = self.storage_options.get("endpoint_url") or (self.storage_options.get("client_kwargs") or {}).get(
+            "endpoint_url"
+        )
+        return hashlib.sha256(f"{self.base_dir}|{endpoint or ''}".encode()).hexdigest()[:12]
+
     def work_dir(self, workflow: str, stage: str, key: str) -> Path:
         """The local directory a stage run generates into; keyed so that a rerun of the same work resumes."""
-        if self.is_local:
-            return Path(self.stage_dir(workflow, stage).path) / STAGING_DIR / key
-        base = Path(self.local_work_dir or Path(tempfile.gettempdir()) / "dd_assets_work")
-        return base / workflow / stage / key
+        return self.work_root(workflow, stage) / key
 
     def lock_path(self, workflow: str, stage: str) -> Path:
         """The local file whose lock makes one run at a time write a stage."""
         if self.is_local:
             return Path(self.stage_dir(workflow, stage).path) / LOCK_FILE
-        return self.work_dir(workflow, stage, "x").parent / LOCK_FILE
+        return self.work_root(workflow, stage) / LOCK_FILE
 
-    def lock_stage(self, workflow: str, stage: str, run_id: str) -> None:
-        """Take the stage's writer lock (released by :meth:`publish` or :meth:`unlock_stage`)."""
-        stage_lock.acquire(
+    def stage_lock(self, workflow: str, stage: str, run_id: str, *, reader: bool = False) -> StageLock:
+        """The writer lock of a stage (not yet taken): use it as a context manager around the whole run.
+
+        ``reader=True`` gives the brief lock a reader takes to check the stage (it never makes a writer fail).
+        """
+        return StageLock(
             self.lock_path(workflow, stage),
-            owner={"run": run_id, "pid": os.getpid()},
-            timeout_s=self.lock_timeout_s,
+            owner={"run": run_id, "pid": os.getpid(), "host": socket.gethostname()},
+            timeout_s=0 if reader else self.lock_timeout_s,
             what=f"workflow {workflow!r}, stage {stage!r}",
+            reader=reader,
         )
-
-    def unlock_stage(self, workflow: str, stage: str) -> None:
-        """Release the stage's writer lock if this process holds it."""
-        stage_lock.release(self.lock_path(workflow, stage))
 
     # --- reading -----------------------------------------------------------------------------
     def read_record(self, workflow: str, stage: str) -> dict[str, Any] | None:
-        """The published ``stage.json`` of a stage, or ``None`` when it was never published."""
+        """The published ``stage.json`` of a stage, or ``None`` when it was never published.
+
+        Raises :class:`StageRecordUnreadableError` when the record is not valid JSON with a file list.
+        """
         path = self.stage_dir(workflow, stage) / STAGE_RECORD
         try:
-            return json.loads(path.read_text())
+            data = path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StageStorageError(f"cannot read {path}: {exc}") from exc
+        except OSError as exc:
+            raise StageStorageError(f"workflow {workflow!r}, stage {stage!r}: cannot read {path}: {exc}") from None
+        try:
+            record = json.loads(data.decode("utf-8"))  # UnicodeDecodeError is a ValueError
+            if not isinstance(record, dict) or not all(isinstance(f, str) for f in record["files"]):
+                raise ValueError("not a stage record")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StageRecordUnreadableError(
+                f"workflow {workflow!r}, stage {stage!r}: {path} is unreadable ({exc}); rematerialize the stage to "
+                "repair it"
+            ) from None
+        return record
+
+    def set_aside_unreadable_record(self, workflow: str, stage: str) -> UPath:
+        """Move an unreadable ``stage.json`` to ``stage.json.unreadable-<time>`` (kept for inspection)."""
+        stage_dir = self.stage_dir(workflow, stage)
+        target = stage_dir / f"{STAGE_RECORD}.unreadable-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
+        source = stage_dir / STAGE_RECORD
+        if self.is_local:
+            os.replace(source.path, target.path)
+        else:
+            source.fs.mv(source.path, target.path)
+        return target
 
     def read_stage(self, workflow: str, stage: str) -> StageDataset:
         """A handle on the published output of a stage."""
@@ -133,7 +258,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             raise StageStorageError(
                 f"workflow {workflow!r}, stage {stage!r}: no published output at {stage_dir}; materialize it first"
             )
-        files = [_current_or_previous(stage_dir, name) for name in record["files"]]
+        files = [stage_dir / name for name in record["files"]]
         missing = [str(f) for f in files if not f.exists()]
         if missing:
             raise StageStorageError(
@@ -141,8 +266,15 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 "rematerialize the stage"
             )
         return StageDataset.from_files(
-            stage_dir / DATA_DIR, files, status=record.get("status", "completed"), record=record
+            self.version_dir(workflow, stage, record), files, status=record.get("status", "completed"), record=record
         )
+
+    def version_dir(self, workflow: str, stage: str, record: dict[str, Any]) -> UPath:
+        """The folder holding exactly the files of ``record`` (what ``dagster/uri`` points at)."""
+        files = record.get("files") or []
+        folders = {str(Path(name).parent) for name in files}
+        folder = folders.pop() if len(folders) == 1 else f"{VERSIONS_DIR}/{record.get('version', '')}"
+        return self.stage_dir(workflow, stage) / folder
 
     # --- dagster hooks -------------------------------------------------------------------------
     def handle_output(self, context: dg.OutputContext, obj: StageOutput) -> None:
@@ -151,11 +283,14 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()}: dd_stage_io_manager stores Data Designer stages only, "
                 f"got {type(obj).__name__}"
             )
-        workflow, stage = _workflow_stage(context.asset_key)
-        self.publish(workflow, stage, obj)
+        self.publish(obj)
 
     def load_input(self, context: dg.InputContext) -> Any:
-        workflow, stage = _workflow_stage(context.upstream_output.asset_key)
+        upstream = context.upstream_output
+        workflow, stage = stage_of(upstream.asset_key, upstream.definition_metadata)
+        from dd_assets.dagster_agreement import reconcile_if_idle
+
+        reconcile_if_idle(self, workflow, stage, upstream.asset_key, context.instance, context.log)
         dataset = self.read_stage(workflow, stage)
         wanted = context.dagster_type.typing_type if context.dagster_type else None
         if wanted is pa.Table:
@@ -165,74 +300,110 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         return dataset
 
     # --- publishing --------------------------------------------------------------------------
-    def publish(self, workflow: str, stage: str, output: StageOutput) -> StageDataset:
-        """Publish a finished stage: new files, then ``stage.json`` (the commit), then artifacts and cleanup."""
-        try:
-            return self._publish(workflow, stage, output)
-        finally:
-            self.unlock_stage(workflow, stage)
+    def publish(self, output: StageOutput) -> dict[str, Any]:
+        """Publish a finished stage: new version folder, lock check, ``stage.json`` (the commit), then tidy up.
 
-    def _publish(self, workflow: str, stage: str, output: StageOutput) -> StageDataset:
+        The caller holds ``output.lock`` for the whole call (and releases it). Returns the committed record.
+        """
+        workflow, stage = output.workflow, output.stage
         stage_dir = self.stage_dir(workflow, stage)
-        data_dir = stage_dir / DATA_DIR
-        version = f"{output.record.get('data_version', 'v')[:12]}-{uuid.uuid4().hex[:8]}"
-        previous = self.read_record(workflow, stage)
+        version_folder = f"{VERSIONS_DIR}/{output.version}"
+        try:
+            previous = self.read_record(workflow, stage)
+        except StageRecordUnreadableError:
+            previous = None
         names: list[str] = []
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
             for index, source in enumerate(output.files):
-                name = f"{DATA_DIR}/part-{version}-{index:05d}.parquet"
-                names.append(name)
+                name = f"{version_folder}/part-{index:05d}.parquet"
                 self._put_file(source, stage_dir / name, link=_is_within(source, output.work_dir))
-            record = {**output.record, "files": names, "version": version}
+                names.append(name)
+            self._make_durable([stage_dir / n for n in names], stage_dir / version_folder)
+            output.lock.check_held()
+            missing = [n for n in names if not (stage_dir / n).exists()]
+            if missing:
+                raise StageStorageError(f"files vanished before the commit: {', '.join(missing)}")
+            record = {**output.record, "files": names, "version": output.version, "previous": _summary(previous)}
             self._write_record(stage_dir, record)
-        except OSError as exc:
-            for name in names:  # not committed: take back what this attempt wrote
-                _remove(stage_dir / name)
+        except Exception as exc:  # noqa: BLE001 - whatever the store raised, take back what this attempt wrote
+            self._remove_tree(stage_dir / version_folder)
+            reason = redact(str(exc), self.secret_values())
             raise StageStorageError(
-                f"workflow {workflow!r}, stage {stage!r}: publishing to {stage_dir} failed ({exc}); "
+                f"workflow {workflow!r}, stage {stage!r}: publishing to {stage_dir} failed ({reason}); "
                 "the previous output is unchanged"
-            ) from exc
+            ) from None
 
-        # Committed. What follows replaces informational artifacts and frees space; a failure here is logged,
-        # not raised, since the new output is already published. The previous version's files move to
-        # .previous/ (readers holding the old stage.json find them there) and the one before goes.
-        try:
-            if output.artifacts_dir is not None and output.artifacts_dir.exists():
-                self._replace_artifacts(stage_dir, output.artifacts_dir)
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("workflow %r, stage %r: published, but replacing artifacts failed: %s", workflow, stage, exc)
-        self._retire(stage_dir, [old for old in (previous or {}).get("files", []) if old not in set(names)])
-        shutil.rmtree(output.work_dir, ignore_errors=True)
-        # This run holds the stage lock, so no other run is using the stage's work directories: those left by
-        # interrupted runs of other work (another config or upstream version) are superseded now.
-        staging = output.work_dir.parent
-        if staging.is_dir():
-            for leftover in staging.iterdir():
-                shutil.rmtree(leftover, ignore_errors=True)
+        # Committed. What follows points the `data` link at the new version, replaces informational artifacts
+        # and frees space; a failure here is logged, never raised: the new output is already published.
+        self._after_commit(workflow, stage, output, record)
+        return record
+
+    def _after_commit(self, workflow: str, stage: str, output: StageOutput, record: dict[str, Any]) -> None:
+        stage_dir = self.stage_dir(workflow, stage)
+        keep = {record["version"], (record.get("previous") or {}).get("version")}
+        steps = [
+            ("pointing data/ at the new version", lambda: self._point_data_link(stage_dir, record["version"])),
+            ("replacing artifacts", lambda: self._replace_artifacts(stage_dir, output.artifacts_dir)),
+            ("removing old versions", lambda: self._prune_versions(stage_dir, keep)),
+            ("removing work directories", lambda: self._remove_work(output)),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("workflow %r, stage %r: published, but %s failed: %s", workflow, stage, what, exc)
+                if step is steps[0][1]:
+                    keep.add(self._data_link_target(stage_dir))  # data/ still names an older version: keep it
+
+    def _point_data_link(self, stage_dir: UPath, version: str) -> None:
+        if not self.is_local:
+            return  # object stores have no atomic folder switch: readers follow stage.json or dagster/uri
+        stage_path = Path(stage_dir.path)
+        data = stage_path / DATA_DIR
+        if data.is_dir() and not data.is_symlink():  # the layout before versions/: retire the old folder
+            os.replace(data, stage_path / VERSIONS_DIR / f"legacy-{uuid.uuid4().hex[:8]}")
+        tmp = stage_path / f".{DATA_DIR}-{uuid.uuid4().hex}"
+        os.symlink(f"{VERSIONS_DIR}/{version}", tmp)
+        os.replace(tmp, data)
+
+    def _data_link_target(self, stage_dir: UPath) -> str | None:
+        """The version folder ``data`` points at (local base_dir), or ``None``."""
+        data = Path(stage_dir.path) / DATA_DIR if self.is_local else None
+        return Path(os.readlink(data)).name if data is not None and data.is_symlink() else None
+
+    def _prune_versions(self, stage_dir: UPath, keep: set[str | None]) -> None:
+        keep = keep | {self._data_link_target(stage_dir)}  # never delete the folder readers are pointed at
+        versions = stage_dir / VERSIONS_DIR
+        if versions.exists():
+            for folder in versions.iterdir():
+                if folder.name not in keep:
+                    self._remove_tree(folder)
+        for legacy in (stage_dir / LEGACY_PREVIOUS_DIR,):
+            if legacy.exists():
+                self._remove_tree(legacy)
+        if self.is_local:
+            for stray in Path(stage_dir.path).glob(f".{DATA_DIR}-*"):
+                stray.unlink(missing_ok=True)
+
+    def _remove_work(self, output: StageOutput) -> None:
+        # This run holds the stage lock, so no other run is using the stage's work directories: the published
+        # work, and any left by interrupted runs of other work (another config or upstream), are superseded.
+        root = output.work_dir.parent
+        if root.is_dir():
+            for leftover in root.iterdir():
+                if leftover.is_dir():
+                    shutil.rmtree(leftover, ignore_errors=True)
         for path in output.extra_cleanup:
             shutil.rmtree(path, ignore_errors=True)
-        return StageDataset.from_files(data_dir, [stage_dir / n for n in names], status=record["status"], record=record)
 
-    def _retire(self, stage_dir: UPath, old_files: list[str]) -> None:
-        previous_dir = stage_dir / PREVIOUS_DIR
+    def _remove_tree(self, path: UPath) -> None:
         try:
-            if previous_dir.exists():
-                for stale in previous_dir.iterdir():
-                    _remove(stale)
-            if old_files:
-                previous_dir.mkdir(parents=True, exist_ok=True)
-            for old in old_files:
-                source = stage_dir / old
-                if self.is_local:
-                    try:
-                        os.replace(source.path, (previous_dir / source.name).path)
-                    except FileNotFoundError:
-                        pass
-                else:
-                    source.fs.mv(source.path, (previous_dir / source.name).path)
-        except OSError:
-            pass  # space is reclaimed on the next publish; the committed output is complete either way
+            if self.is_local:
+                shutil.rmtree(path.path, ignore_errors=True)
+            elif path.exists():
+                path.fs.rm(path.path, recursive=True)
+        except OSError as exc:
+            logger.warning("could not remove %s: %s", path, exc)
 
     def _put_file(self, source: Path, target: UPath, *, link: bool) -> None:
         if self.is_local:
@@ -248,20 +419,41 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             with open(source, "rb") as src, target.open("wb") as dst:
                 shutil.copyfileobj(src, dst, length=1 << 22)
 
+    def _make_durable(self, files: list[UPath], folder: UPath) -> None:
+        """Flush the new files and their folder to disk before the commit names them (local base_dir)."""
+        if not self.is_local:
+            return  # an object PUT is durable when it returns
+        for path in [*files, folder]:
+            fd = os.open(path.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def _write_record(self, stage_dir: UPath, record: dict[str, Any]) -> None:
         text = json.dumps(record, indent=2, sort_keys=True, default=str)
         target = stage_dir / STAGE_RECORD
         if self.is_local:
             tmp = Path(target.path).with_name(f".{STAGE_RECORD}.{uuid.uuid4().hex}.tmp")
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target.path)
+            try:
+                with open(tmp, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, target.path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            fd = os.open(stage_dir.path, os.O_RDONLY)  # make the rename itself durable
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         else:
             target.write_text(text)  # one object PUT: atomic on object stores
 
-    def _replace_artifacts(self, stage_dir: UPath, artifacts: Path) -> None:
+    def _replace_artifacts(self, stage_dir: UPath, artifacts: Path | None) -> None:
+        if artifacts is None or not artifacts.exists():
+            return
         target = stage_dir / ARTIFACTS_DIR
         if self.is_local:
             trash = Path(stage_dir.path) / STAGING_DIR / f"old-artifacts-{uuid.uuid4().hex}"
@@ -283,27 +475,44 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 target.fs.rm(target.path, recursive=True)
             target.fs.mv(incoming.path, target.path, recursive=True)
 
+    # --- agreement with Dagster (dd_assets/dagster_agreement.py) ------------------------------
+    def reconcile(
+        self,
+        workflow: str,
+        stage: str,
+        asset_key: dg.AssetKey,
+        instance: dg.DagsterInstance,
+        lock: StageLock | None = None,
+    ) -> str | None:
+        """Make Dagster agree with storage after a run died while writing the stage (call it holding ``lock``).
 
-def _workflow_stage(asset_key: dg.AssetKey) -> tuple[str, str]:
+        See :func:`dd_assets.dagster_agreement.reconcile`.
+        """
+        from dd_assets.dagster_agreement import reconcile
+
+        return reconcile(self, workflow, stage, asset_key, instance, lock)
+
+
+def stage_of(asset_key: dg.AssetKey, definition_metadata: Any = None) -> tuple[str, str]:
+    """``(workflow, stage)`` of a stage asset: from its definition metadata, else from a ``[workflow, stage]`` key."""
+    metadata = definition_metadata or {}
+    workflow, stage = metadata.get("dd_assets/workflow"), metadata.get("dd_assets/stage")
+    workflow = getattr(workflow, "value", workflow)
+    stage = getattr(stage, "value", stage)
+    if isinstance(workflow, str) and isinstance(stage, str):
+        return workflow, stage
     if len(asset_key.path) != 2:
-        raise StageStorageError(f"expected a stage asset key [workflow, stage], got {asset_key.to_user_string()}")
+        raise StageStorageError(
+            f"{asset_key.to_user_string()}: not a dd_assets stage (expected dd_assets/workflow and dd_assets/stage "
+            "metadata, or a [workflow, stage] key)"
+        )
     return asset_key.path[0], asset_key.path[1]
 
 
-def _remove(path: UPath) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _current_or_previous(stage_dir: UPath, name: str) -> UPath:
-    """A file of a ``stage.json``; if a publish retired it since that record was read, its ``.previous/`` copy."""
-    path = stage_dir / name
-    if path.exists():
-        return path
-    retired = stage_dir / PREVIOUS_DIR / path.name
-    return retired if retired.exists() else path
+def _summary(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {k: record.get(k) for k in ("version", "files", "run_id", "data_version", "materialized_at")}
 
 
 def _is_within(path: Path, parent: Path) -> bool:

@@ -15,15 +15,11 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from dd_assets.secrets import redact
+from dd_assets.stage_context import CURRENT_STAGE
+
 DATA_DESIGNER_LOGGER = "data_designer"
 FLUSH_INTERVAL_S = 1.0
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """``text`` with every secret value replaced by ``***`` (longest first, so no part of one is left)."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 class DagsterLogHandler(logging.Handler):
@@ -88,24 +84,56 @@ class DagsterLogHandler(logging.Handler):
         super().close()
 
 
+_logger_users = 0
+_logger_saved: tuple[int, bool] = (logging.NOTSET, True)
+_logger_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def data_designer_logs_to_dagster(
     context: dg.AssetExecutionContext,
     prefix: str = "",
     secrets: list[str] | None = None,
     flush_interval: float = FLUSH_INTERVAL_S,
+    stage_label: str | None = None,
 ) -> Iterator[DagsterLogHandler]:
-    """Within the block, Data Designer's INFO+ log lines go to the Dagster event log."""
+    """Within the block, Data Designer's INFO+ log lines go to the Dagster event log.
+
+    With ``stage_label``, only lines logged on behalf of that stage (see :mod:`dd_assets.stage_context`) are
+    taken, so stages running at the same time each get their own lines. The ``data_designer`` logger is set up
+    while any block is open and restored when the last one closes.
+    """
+    global _logger_users, _logger_saved
     logger = logging.getLogger(DATA_DESIGNER_LOGGER)
     handler = DagsterLogHandler(context, prefix, secrets or [], flush_interval)
-    previous_level, previous_propagate = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    if stage_label is not None:
+        handler.addFilter(_OnBehalfOf(stage_label))
+    with _logger_lock:
+        if _logger_users == 0:
+            _logger_saved = (logger.level, logger.propagate)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+        _logger_users += 1
+        logger.addHandler(handler)
     try:
         yield handler
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous_level)
-        logger.propagate = previous_propagate
+        with _logger_lock:
+            logger.removeHandler(handler)
+            _logger_users -= 1
+            if _logger_users == 0:
+                logger.setLevel(_logger_saved[0])
+                logger.propagate = _logger_saved[1]
         handler.close()
+
+
+class _OnBehalfOf(logging.Filter):
+    """Takes the records logged for one stage, and those logged outside any stage."""
+
+    def __init__(self, label: str):
+        super().__init__()
+        self.label = label
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        stage = CURRENT_STAGE.get()
+        return stage is None or stage.label == self.label

@@ -4,22 +4,28 @@ Why an override: Data Designer 0.9.x builds a new ``ModelRegistry`` inside every
 (``DataDesigner._create_resource_provider``), so each stage would repeat its model health checks and
 open new HTTP clients. :class:`SharedRegistryDataDesigner` overrides only that method: it lets Data
 Designer build the resource provider as usual, then swaps in one process-wide
-:class:`SharedModelRegistry` into which each stage's model configs are registered. The registry runs
-a health check once per alias per process and refuses an alias that two stages define differently.
+:class:`SharedModelRegistry` into which the model configs each stage's columns use are registered. The
+registry runs a health check once per alias per process and refuses an alias that two stages define
+differently. The override reaches into Data Designer's private surface, so the installed version and
+that surface are checked when dd_assets is imported (:func:`check_data_designer_compatibility`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import importlib.metadata
+import inspect
 import json
 import logging
-import os
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from data_designer.config.config_builder import DataDesignerConfigBuilder
-from data_designer.config.default_model_settings import get_default_providers
+from data_designer.config.default_model_settings import get_default_providers, resolve_seed_default_model_settings
 from data_designer.config.models import ModelConfig, ModelProvider
 from data_designer.config.run_config import RunConfig
 from data_designer.engine.models.clients.adapters.http_model_client import ClientConcurrencyMode
@@ -27,13 +33,116 @@ from data_designer.engine.models.registry import ModelRegistry
 from data_designer.engine.models.usage import ModelUsageStats
 from data_designer.engine.resources.resource_provider import ResourceProvider
 from data_designer.interface.data_designer import DataDesigner
-from pydantic import Field
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from dd_assets.secrets import (
+    LiteralSecretError,
+    env_values,
+    env_var_name,
+    is_credential_name,
+    require_env_var_name,
+    resolve_env_var,
+)
+from dd_assets.stage_context import CURRENT_STAGE
+from dd_assets.stage_models import used_model_configs
 
 logger = logging.getLogger(__name__)
+
+SUPPORTED_DATA_DESIGNER = SpecifierSet(">=0.9.6,<0.10")
+EXPECTED_CREATE_RESOURCE_PROVIDER_PARAMETERS = (
+    "self",
+    "dataset_name",
+    "config_builder",
+    "resume",
+    "artifact_path",
+    "client_concurrency_mode",
+)
+REGISTRY_METHODS_USED = (
+    "register_model_configs",
+    "run_health_check",
+    "arun_health_check",
+    "get_model",
+    "_set_model_configs",
+)
+
+
+class DataDesignerCompatibilityError(ImportError):
+    """The installed Data Designer is not one whose private surface dd_assets overrides safely."""
+
+
+def compatibility_problems(
+    version: str, resource_provider_parameters: list[str], registry_methods: set[str]
+) -> list[str]:
+    """What makes a Data Designer install unsafe for :class:`SharedRegistryDataDesigner` (empty when none)."""
+    problems = []
+    try:
+        if Version(version) not in SUPPORTED_DATA_DESIGNER:
+            problems.append(f"data-designer {version} is installed; dd_assets supports {SUPPORTED_DATA_DESIGNER}")
+    except InvalidVersion:
+        problems.append(f"data-designer reports an unreadable version {version!r}")
+    if tuple(resource_provider_parameters) != EXPECTED_CREATE_RESOURCE_PROVIDER_PARAMETERS:
+        problems.append(
+            "DataDesigner._create_resource_provider takes ("
+            + ", ".join(resource_provider_parameters)
+            + "), expected ("
+            + ", ".join(EXPECTED_CREATE_RESOURCE_PROVIDER_PARAMETERS)
+            + ")"
+        )
+    missing = [name for name in REGISTRY_METHODS_USED if name not in registry_methods]
+    if missing:
+        problems.append(f"ModelRegistry lacks {', '.join(missing)}")
+    return problems
+
+
+def check_data_designer_compatibility() -> None:
+    """Raise :class:`DataDesignerCompatibilityError` unless the installed Data Designer matches the override."""
+    try:
+        version = importlib.metadata.version("data-designer")
+    except importlib.metadata.PackageNotFoundError:
+        from data_designer.config.version import get_library_version
+
+        version = get_library_version()
+    parameters = list(inspect.signature(DataDesigner._create_resource_provider).parameters)
+    problems = compatibility_problems(version, parameters, set(dir(ModelRegistry)))
+    if problems:
+        raise DataDesignerCompatibilityError(
+            "dd_assets shares one model registry between stages by overriding Data Designer's private "
+            "DataDesigner._create_resource_provider, which this install does not support: "
+            + "; ".join(problems)
+            + f". Install a supported version: pip install 'data-designer{SUPPORTED_DATA_DESIGNER}'"
+        )
+
+
+check_data_designer_compatibility()
 
 
 class ModelAliasConflictError(ValueError):
     """Two stages define one model alias differently."""
+
+
+class StageRoutedUsageStats(ModelUsageStats):
+    """The usage counters of a shared model facade that also add each request to the current stage's meter.
+
+    Stages share one facade per alias (and so its counters), and may run at the same time: a difference of the
+    shared counters would mix them. Each request's usage is added where it is made, to the stage in
+    :data:`dd_assets.stage_context.CURRENT_STAGE`.
+    """
+
+    _model_name: str = PrivateAttr(default="")
+
+    @classmethod
+    def routing(cls, stats: ModelUsageStats, model_name: str) -> StageRoutedUsageStats:
+        routed = cls.model_validate(stats.model_dump())
+        routed._model_name = model_name
+        return routed
+
+    def extend(self, **usage: Any) -> None:
+        super().extend(**usage)
+        stage = CURRENT_STAGE.get()
+        if stage is not None:
+            stage.usage.extend(self._model_name, **usage)
 
 
 class SharedModelRegistry(ModelRegistry):
@@ -45,11 +154,23 @@ class SharedModelRegistry(ModelRegistry):
 
     @classmethod
     def adopt(cls, registry: ModelRegistry) -> SharedModelRegistry:
-        """Take over a registry Data Designer built (same facade factory, request admission, retries)."""
+        """Take over a registry Data Designer built (same facade factory, request admission, retries), emptied.
+
+        Data Designer fills a registry built from an empty config with its default models; the shared one
+        starts empty and holds only what stages register.
+        """
         shared = cls.__new__(cls)
         shared.__dict__.update(registry.__dict__)
+        for attribute in ("_model_configs", "_models"):
+            if not isinstance(getattr(shared, attribute, None), dict):
+                raise DataDesignerCompatibilityError(
+                    f"Data Designer's ModelRegistry has no {attribute} mapping; dd_assets cannot share it"
+                )
+        shared._model_configs = {}
+        shared._models = {}
         shared._lock = threading.RLock()
         shared._healthy_aliases = set()
+        shared._checks_in_flight = {}
         shared._alias_owners = {}
         return shared
 
@@ -72,6 +193,16 @@ class SharedModelRegistry(ModelRegistry):
             if new:
                 self.register_model_configs(new)
 
+    def get_model(self, *, model_alias: str) -> Any:
+        """The shared facade of an alias (built once, under a lock), counting usage per stage."""
+        with self._lock:
+            facade = super().get_model(model_alias=model_alias)
+            if not isinstance(getattr(facade, "_usage_stats", None), ModelUsageStats):
+                raise DataDesignerCompatibilityError("Data Designer's ModelFacade keeps no _usage_stats")
+            if not isinstance(facade._usage_stats, StageRoutedUsageStats):
+                facade._usage_stats = StageRoutedUsageStats.routing(facade._usage_stats, facade.model_name)
+            return facade
+
     def _aliases_to_check(self, model_aliases: list[str]) -> list[str]:
         with self._lock:
             todo = [alias for alias in model_aliases if alias not in self._healthy_aliases]
@@ -88,60 +219,81 @@ class SharedModelRegistry(ModelRegistry):
                 self._healthy_aliases.update(todo)
 
     async def arun_health_check(self, model_aliases: list[str]) -> None:
-        todo = self._aliases_to_check(model_aliases)
-        if todo:
-            await super().arun_health_check(todo)
-            with self._lock:
-                self._healthy_aliases.update(todo)
+        # Stages starting together must not each check an alias: the first checks it, the others wait for that
+        # check (all of them run on Data Designer's one event loop).
+        loop = asyncio.get_running_loop()
+        todo, waits = [], []
+        with self._lock:
+            for alias in self._aliases_to_check(model_aliases):
+                running = self._checks_in_flight.get(alias)
+                if running is not None and running.get_loop() is loop:
+                    waits.append(running)
+                else:
+                    self._checks_in_flight[alias] = loop.create_future()
+                    todo.append(alias)
+        try:
+            if todo:
+                await super().arun_health_check(todo)
+                with self._lock:
+                    self._healthy_aliases.update(todo)
+        except BaseException as exc:
+            self._settle_checks(todo, exc)
+            raise
+        self._settle_checks(todo, None)
+        for check in waits:
+            await asyncio.shield(check)  # raises the first check's error when it failed
 
-    def usage_snapshot(self) -> dict[str, ModelUsageStats]:
-        """Usage counters now; pass to :meth:`usage_since` after a create."""
-        return self.get_model_usage_snapshot()
+    def _settle_checks(self, aliases: list[str], error: BaseException | None) -> None:
+        with self._lock:
+            for alias in aliases:
+                check = self._checks_in_flight.pop(alias, None)
+                if check is None or check.done():
+                    continue
+                if error is None:
+                    check.set_result(None)
+                else:
+                    check.set_exception(error)
+                    check.exception()  # marks it retrieved: a failure with no waiter is not "never retrieved"
 
-    def usage_since(self, snapshot: dict[str, ModelUsageStats]) -> dict[str, dict[str, Any]]:
-        """Tokens and requests per model since ``snapshot``, JSON-ready."""
-        return {
-            model: {
-                "input_tokens": delta.token_usage.input_tokens,
-                "output_tokens": delta.token_usage.output_tokens,
-                "total_tokens": delta.token_usage.input_tokens + delta.token_usage.output_tokens,
-                "successful_requests": delta.request_usage.successful_requests,
-                "failed_requests": delta.request_usage.failed_requests,
-            }
-            for model, delta in sorted(self.get_usage_deltas(snapshot).items())
-        }
+
+UNUSED_ARTIFACTS_DIR = Path(tempfile.gettempdir()) / "dd_assets" / "data-designer-default-artifacts"
+"""Where a ``DataDesigner`` would put artifacts by default. Every stage passes its own work directory, so
+nothing is written here; it only keeps Data Designer from creating ``./artifacts`` in the working directory."""
 
 
 class SharedRegistryDataDesigner(DataDesigner):
     """A ``DataDesigner`` whose ``create()`` calls all use one :class:`SharedModelRegistry`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("artifact_path", UNUSED_ARTIFACTS_DIR)
         super().__init__(*args, **kwargs)
         self._registry_lock = threading.Lock()
         self._shared_registry: SharedModelRegistry | None = None
-        self._current_owner = threading.local()
 
     @property
     def shared_registry(self) -> SharedModelRegistry:
-        """The process-wide registry (built on first use)."""
+        """The process-wide registry (built on first use, empty until stages register their models)."""
         with self._registry_lock:
             if self._shared_registry is None:
-                provider = super()._create_resource_provider("shared-model-registry", DataDesignerConfigBuilder([]))
+                provider = super()._create_resource_provider(
+                    "shared-model-registry", DataDesignerConfigBuilder([]), artifact_path=self.artifact_path
+                )
                 self._shared_registry = SharedModelRegistry.adopt(provider.model_registry)
             return self._shared_registry
 
     def register_stage_models(self, builder: DataDesignerConfigBuilder, owner: str) -> None:
-        """Register a stage's model configs before it runs (raises on a conflicting alias)."""
-        self.shared_registry.register_stage_models(builder.model_configs, owner)
+        """Register the model configs a stage's columns use before it runs (raises on a conflicting alias)."""
+        self.shared_registry.register_stage_models(used_model_configs(builder), owner)
 
     def _create_resource_provider(
         self, dataset_name: str, config_builder: DataDesignerConfigBuilder, **kwargs: Any
     ) -> ResourceProvider:
+        kwargs.setdefault("artifact_path", self.artifact_path)
         provider = super()._create_resource_provider(dataset_name, config_builder, **kwargs)
         if kwargs.get("client_concurrency_mode", ClientConcurrencyMode.ASYNC) != ClientConcurrencyMode.ASYNC:
             return provider  # get_models() wants sync clients: leave it Data Designer's own registry
         registry = self.shared_registry
-        registry.register_stage_models(config_builder.model_configs, owner=f"create({dataset_name!r})")
+        registry.register_stage_models(used_model_configs(config_builder), owner=f"create({dataset_name!r})")
         provider.model_registry = registry
         return provider
 
@@ -175,24 +327,55 @@ class DataDesignerResource(dg.ConfigurableResource):
 
     Attributes:
         model_providers: providers in Data Designer's ``ModelProvider`` shape (``name``, ``endpoint``,
-            ``provider_type``, ``api_key``, ...). ``api_key`` is an environment variable name or a value;
-            it never appears in metadata, logs or artifacts. ``None`` uses Data Designer's own defaults.
+            ``provider_type``, ``api_key``, ...). ``api_key`` is the *name* of an environment variable (upper
+            case, e.g. ``"NVIDIA_API_KEY"``) or ``dg.EnvVar("NAME")``; it is read in the process that runs the
+            stage. A literal key is refused: Dagster would store it in run snapshots and show it in its UI.
+            ``None`` uses Data Designer's own default providers.
         run_config: Data Designer ``RunConfig`` fields (``buffer_size``, ``disable_early_shutdown``, ...),
             applied once per process. ``otel_metrics_port`` defaults to ``None`` (no port is bound).
         token_statistics: compute tiktoken token statistics (downloads a tokenizer; off by default).
         setup_hint: appended to "provider not configured" errors, to tell users how to configure one.
     """
 
+    # Validation errors never echo the input: it may hold a provider's key.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     model_providers: list[dict[str, Any]] | None = None
     run_config: dict[str, Any] = Field(default_factory=dict)
     token_statistics: bool = False
     setup_hint: str | None = None
 
+    def __init__(self, **data: Any) -> None:
+        providers = data.get("model_providers")
+        if isinstance(providers, list):
+            # dg.EnvVar("NAME") becomes the name, so Dagster never resolves the key into the resource's config.
+            data["model_providers"] = [
+                {**p, "api_key": env_var_name(p["api_key"])} if isinstance(p, dict) and "api_key" in p else p
+                for p in providers
+            ]
+        super().__init__(**data)
+
+    @field_validator("model_providers")
+    @classmethod
+    def _check_model_providers(cls, providers: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for index, provider in enumerate(providers or []):
+            check_provider(index, provider)
+        return providers
+
     def providers(self) -> list[ModelProvider]:
         """The configured providers as Data Designer objects (Data Designer's defaults when none)."""
         if self.model_providers is None:
+            resolve_seed_default_model_settings()  # as DataDesigner() does: write the defaults on first use
             return get_default_providers()
         return [ModelProvider.model_validate(p) for p in self.model_providers]
+
+    def check_provider_keys(self, provider_names: set[str]) -> None:
+        """Fail clearly, before any request, when a provider's ``api_key`` variable is not set."""
+        if self.model_providers is None:
+            return  # Data Designer's defaults: its own messages apply
+        for provider in self.providers():
+            if provider.name in provider_names and provider.api_key:
+                resolve_env_var(provider.api_key, f"the api_key of model provider {provider.name!r}")
 
     def data_designer_run_config(self) -> RunConfig:
         """The ``RunConfig`` applied to the shared ``DataDesigner``, with offline-safe defaults."""
@@ -217,13 +400,34 @@ class DataDesignerResource(dg.ConfigurableResource):
             return data_designer
 
     def secret_values(self) -> list[str]:
-        """Resolved API key values, so log lines can be redacted."""
-        values = []
-        for provider in self.providers():
-            key = provider.api_key
-            if not key:
-                continue
-            values.append(key)
-            if os.environ.get(key):
-                values.append(os.environ[key])
-        return [v for v in values if len(v) >= 4]
+        """Resolved API key values, so log lines and failure messages can be redacted."""
+        return env_values(provider.api_key for provider in self.providers())
+
+
+def check_provider(index: int, provider: Any) -> None:
+    """Validate one ``model_providers`` entry without ever repeating its values (they may hold a key)."""
+    where = f"model_providers[{index}]"
+    if not isinstance(provider, dict):
+        raise ValueError(f"{where} must be a mapping in Data Designer's ModelProvider shape")
+    name = provider.get("name")
+    if isinstance(name, str):
+        where += f" ({name!r})"
+    try:
+        ModelProvider.model_validate(provider)
+    except ValidationError as exc:
+        problems = [
+            f"field {'.'.join(str(p) for p in error['loc']) or '?'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        raise ValueError(f"{where} is not a valid ModelProvider: {'; '.join(problems)}") from None
+    if provider.get("api_key") is not None:
+        try:
+            require_env_var_name(provider["api_key"], f"{where}: api_key")
+        except LiteralSecretError as exc:
+            raise ValueError(str(exc)) from None
+    for header, value in (provider.get("extra_headers") or {}).items():
+        if value and is_credential_name(str(header)):
+            raise ValueError(
+                f"{where}: extra_headers[{header!r}] would put a credential into Dagster's config (the value is "
+                "not repeated here); give the key as api_key, the name of an environment variable"
+            )

@@ -19,7 +19,11 @@ import yaml
 from data_designer.config.base import ProcessorConfig
 from data_designer.config.config_builder import BuilderConfig, DataDesignerConfigBuilder
 from data_designer.config.data_designer_config import DataDesignerConfig
+from data_designer.config.default_model_settings import get_default_model_configs, resolve_seed_default_model_settings
 from data_designer.config.seed import IndexRange, PartitionBlock, SamplingStrategy
+
+from dd_assets import strict_yaml
+from dd_assets.stage_models import undeclared_model_aliases
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +31,11 @@ if TYPE_CHECKING:
 
     from dd_assets.dataset import StageDataset
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+STAGE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+WORKFLOW_NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+")  # a Dagster group name: no '-'
+MAX_NAME_LENGTH = 64
+DEFAULT_MAX_NUM_RECORDS = 10_000_000
+EXECUTION_MODES = ("per_stage", "concurrent")
 
 StageConfig = DataDesignerConfigBuilder | DataDesignerConfig | Mapping[str, Any] | str | Path
 """A builder, a built config, a dict, or a path to a YAML/JSON file in Data Designer's ``write_config`` format."""
@@ -131,6 +139,13 @@ class Workflow:
 
     name: str
     stages: Sequence[Stage]
+    max_num_records: int = DEFAULT_MAX_NUM_RECORDS
+    """Upper bound for ``num_records`` of every stage, in the spec and in run config (a guard against typos)."""
+    execution: Literal["per_stage", "concurrent"] = "per_stage"
+    """``per_stage``: one Dagster step per stage. ``concurrent``: one step runs every selected stage, each as soon
+    as its upstreams are published, at the same time on the shared ``DataDesigner``."""
+    max_concurrent_stages: int | None = None
+    """In ``concurrent`` execution, at most this many stages generate at once (default: no cap)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -170,7 +185,26 @@ class Workflow:
 
 
 def load_stage_config(config: StageConfig) -> DataDesignerConfigBuilder:
-    """Turn any accepted ``Stage.config`` form into a fresh ``DataDesignerConfigBuilder``."""
+    """Turn any accepted ``Stage.config`` form into a fresh ``DataDesignerConfigBuilder``.
+
+    A column that uses one of Data Designer's default model aliases without defining it gets the default
+    model config (Data Designer's home is seeded with them first, as ``DataDesigner()`` would).
+    """
+    return _with_default_models(_load_builder(config))
+
+
+def _with_default_models(builder: DataDesignerConfigBuilder) -> DataDesignerConfigBuilder:
+    missing = undeclared_model_aliases(builder)
+    if missing:
+        resolve_seed_default_model_settings()
+        defaults = {model.alias: model for model in get_default_model_configs()}
+        for alias in missing:
+            if alias in defaults:
+                builder.add_model_config(defaults[alias])
+    return builder
+
+
+def _load_builder(config: StageConfig) -> DataDesignerConfigBuilder:
     if isinstance(config, DataDesignerConfigBuilder):
         return DataDesignerConfigBuilder.from_config(BuilderConfig(data_designer=config.build()))
     if isinstance(config, DataDesignerConfig):
@@ -184,7 +218,7 @@ def load_stage_config(config: StageConfig) -> DataDesignerConfigBuilder:
         if not path.is_file():
             raise ValueError(f"config file {str(path)!r} does not exist or is not a file")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = strict_yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise ValueError(f"config file {str(path)!r} cannot be read: {exc}") from exc
         if not isinstance(data, dict):
@@ -211,20 +245,62 @@ def resolve_seed_path(config: dict[str, Any], base_dir: Path) -> dict[str, Any]:
 
 
 def _validate_name(value: object, label: str, *, workflow: str | None, stage: str | None) -> None:
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    pattern, allowed = (
+        (WORKFLOW_NAME_PATTERN, "letters, digits and '_'")
+        if label == "workflow name"
+        else (STAGE_NAME_PATTERN, "letters, digits, '_' and '-'")
+    )
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise WorkflowDefinitionError(
-            f"{label} {value!r} is invalid: use letters, digits, '_' and '-' only",
+            f"{label} {value!r} is invalid: use {allowed} only", workflow=workflow, stage=stage, field="name"
+        )
+    if len(value) > MAX_NAME_LENGTH:
+        raise WorkflowDefinitionError(
+            f"{label} {value!r} is {len(value)} characters long; the limit is {MAX_NAME_LENGTH}",
             workflow=workflow,
             stage=stage,
             field="name",
         )
 
 
+def stage_op_name(workflow: str, stage: str) -> str:
+    """The Dagster op name of a stage: ``<workflow>__<stage>`` with ``-`` as ``_`` (ops allow no ``-``)."""
+    return f"{workflow}__{stage}".replace("-", "_")
+
+
+def check_num_records(value: object, *, maximum: int) -> str | None:
+    """Why ``value`` is not a valid record count (a plain int in 1..maximum), or ``None`` when it is."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be a positive integer, got {value!r}"
+    if value < 1:
+        return f"must be a positive integer, got {value!r}"
+    if value > maximum:
+        return f"{value:,} is above the workflow's max_num_records ({maximum:,}); raise max_num_records if you mean it"
+    return None
+
+
 def _validate_workflow(workflow: Workflow) -> None:
     _validate_name(workflow.name, "workflow name", workflow=None, stage=None)
+    maximum = workflow.max_num_records
+    if isinstance(maximum, bool) or not isinstance(maximum, int) or maximum < 1:
+        raise WorkflowDefinitionError(
+            f"must be a positive integer, got {maximum!r}", workflow=workflow.name, field="max_num_records"
+        )
+    if workflow.execution not in EXECUTION_MODES:
+        raise WorkflowDefinitionError(
+            f"must be one of {', '.join(map(repr, EXECUTION_MODES))}, got {workflow.execution!r}",
+            workflow=workflow.name,
+            field="execution",
+        )
+    cap = workflow.max_concurrent_stages
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise WorkflowDefinitionError(
+            f"must be a positive integer or None, got {cap!r}", workflow=workflow.name, field="max_concurrent_stages"
+        )
     if not workflow.stages:
         raise WorkflowDefinitionError("a workflow needs at least one stage", workflow=workflow.name, field="stages")
     seen: set[str] = set()
+    op_names: dict[str, str] = {}
     for stage in workflow.stages:
         if not isinstance(stage, Stage):
             raise WorkflowDefinitionError(
@@ -236,8 +312,18 @@ def _validate_workflow(workflow: Workflow) -> None:
                 "duplicate stage name", workflow=workflow.name, stage=stage.name, field="name"
             )
         seen.add(stage.name)
+        op_name = stage_op_name(workflow.name, stage.name)
+        if op_name in op_names:
+            raise WorkflowDefinitionError(
+                f"stages {op_names[op_name]!r} and {stage.name!r} both become the Dagster op {op_name!r} "
+                "('-' turns into '_'); rename one",
+                workflow=workflow.name,
+                stage=stage.name,
+                field="name",
+            )
+        op_names[op_name] = stage.name
     for stage in workflow.stages:
-        _validate_stage(workflow.name, stage, stage_names=seen)
+        _validate_stage(workflow.name, stage, stage_names=seen, max_num_records=maximum)
     _check_cycles(workflow)
 
     from dd_assets.validation import check_column_flow, check_model_aliases
@@ -246,7 +332,7 @@ def _validate_workflow(workflow: Workflow) -> None:
     check_column_flow(workflow)
 
 
-def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str]) -> None:
+def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_num_records: int) -> None:
     def fail(message: str, field_name: str) -> None:
         raise WorkflowDefinitionError(message, workflow=workflow, stage=stage.name, field=field_name)
 
@@ -256,6 +342,22 @@ def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str]) -> No
     except Exception as exc:  # Data Designer raises pydantic, value and file errors here
         fail(f"invalid Data Designer config: {exc}", "config")
     object.__setattr__(stage, "builder", builder)
+    for alias in undeclared_model_aliases(builder):
+        users = [c.name for c in builder.get_column_configs() if alias in c.get_model_aliases()]
+        fail(
+            f"column {users[0]!r} uses model alias {alias!r}, which neither the stage config's model_configs nor "
+            "Data Designer's default models define",
+            "config",
+        )
+    tool_columns = [f"{c.name!r} (tool_alias {c.tool_alias!r})" for c in _tool_columns(builder)]
+    if tool_columns or builder.tool_configs:
+        what = f"column {', '.join(tool_columns)}" if tool_columns else "tool_configs"
+        fail(
+            f"{what} use MCP tool calling, which dd_assets does not support yet: every stage shares one model "
+            "registry, built without MCP providers. Remove the tool, or run this config with Data Designer "
+            "directly",
+            "config",
+        )
 
     depends_on = stage.depends_on
     if isinstance(depends_on, (str, dg.AssetKey)):
@@ -275,10 +377,10 @@ def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str]) -> No
             fail(f"upstream {dep!r} is listed twice", "depends_on")
         seen_deps.add(dep)
 
-    if stage.num_records is not None and (
-        not isinstance(stage.num_records, int) or isinstance(stage.num_records, bool) or stage.num_records < 1
-    ):
-        fail(f"must be a positive integer, got {stage.num_records!r}", "num_records")
+    if stage.num_records is not None:
+        problem = check_num_records(stage.num_records, maximum=max_num_records)
+        if problem:
+            fail(problem, "num_records")
 
     processors = tuple(stage.output_processors or ())
     for processor in processors:
@@ -331,6 +433,10 @@ def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str]) -> No
         isinstance(stage.min_judge_score, bool) or not isinstance(stage.min_judge_score, (int, float))
     ):
         fail(f"must be a number, got {stage.min_judge_score!r}", "min_judge_score")
+
+
+def _tool_columns(builder: DataDesignerConfigBuilder) -> list[Any]:
+    return [c for c in builder.get_column_configs() if getattr(c, "tool_alias", None)]
 
 
 def _check_cycles(workflow: Workflow) -> None:

@@ -2,14 +2,19 @@
 
 Mirrors ``CompositeWorkflow.run()`` for one stage (Data Designer's
 ``data_designer/interface/composite_workflow.py``) and goes past it: joins, external upstreams,
-run-config overrides, resume keyed by the work a run does, and an output the IO manager publishes.
+run-config overrides, resume keyed by the generation inputs, a completion guard before publishing, and an
+output the IO manager publishes while this run still holds the stage's lock.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import time
+import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,21 +23,38 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 from data_designer.config.config_builder import DataDesignerConfigBuilder
+from data_designer.config.seed import IndexRange, PartitionBlock
 from data_designer.config.seed_source import LocalFileSeedSource
 from data_designer.config.utils.constants import DEFAULT_NUM_RECORDS
 from data_designer.engine.storage.artifact_storage import ResumeMode
 from upath import UPath
 
+from dd_assets import resumable_work
 from dd_assets.checks import safe_check_results
 from dd_assets.dataset import StageDataset
-from dd_assets.io_manager import StageOutput, StageParquetIOManager
-from dd_assets.log_bridge import data_designer_logs_to_dagster, redact
+from dd_assets.io_manager import (
+    VERSION_METADATA_KEY,
+    VERSIONS_DIR,
+    StageOutput,
+    StageParquetIOManager,
+    StageRecordUnreadableError,
+    StageStorageError,
+)
+from dd_assets.log_bridge import data_designer_logs_to_dagster
 from dd_assets.metadata import compact_column_statistics, stage_metadata
 from dd_assets.resource import DataDesignerResource
-from dd_assets.seeds import Seed, as_stage_dataset, build_seed, own_seed_rows, upstream_label
-from dd_assets.spec import Stage, Workflow, load_stage_config
-from dd_assets.stage_lock import StageBusyError
-from dd_assets.versioning import hash_json, parquet_data_version
+from dd_assets.secrets import LiteralSecretError, redact
+from dd_assets.seeds import Seed, as_stage_dataset, build_seed, local_seed_files, own_seed_rows, upstream_label
+from dd_assets.spec import Stage, Workflow, check_num_records, load_stage_config
+from dd_assets.stage_context import StageContext, running_stage
+from dd_assets.stage_lock import StageBusyError, StageLock
+from dd_assets.stage_models import used_model_aliases, used_model_configs
+from dd_assets.versioning import (
+    files_fingerprint,
+    generation_inputs,
+    generation_work_key,
+    parquet_data_version,
+)
 
 
 class StageRunConfig(dg.Config):
@@ -64,41 +86,125 @@ class StageRun:
     resource: DataDesignerResource
     io_manager: StageParquetIOManager
     upstream_keys: dict[str | dg.AssetKey, dg.AssetKey]
+    asset_key: dg.AssetKey
+    output_name: str
     check_results: list[dg.AssetCheckResult] = field(default_factory=list)
+    # set while running, for the failure paths
+    _lock: StageLock | None = None
+    _work_dir: Path | None = None
+    _work_was_new: bool = True
+    _model_usage: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.stage_context = StageContext(label=f"{self.workflow.name}/{self.stage.name}")
 
     @property
     def where(self) -> str:
         return f"workflow {self.workflow.name!r}, stage {self.stage.name!r}"
 
+    @property
+    def secrets(self) -> list[str]:
+        return self.resource.secret_values() + self.io_manager.secret_values()
+
     def fail(self, message: str) -> StageFailure:
-        return StageFailure(description=f"{self.where}: {message}")
+        return StageFailure(description=redact(f"{self.where}: {message}", self.secrets))
 
     # ---------------------------------------------------------------------------------------------
-    def run(self, upstream_values: dict[str | dg.AssetKey, Any]) -> dg.Output:
-        """Run the stage; the returned output is published by the IO manager."""
-        inputs_dir = self.io_manager.work_dir(self.workflow.name, self.stage.name, f"inputs-{self.context.run.run_id}")
+    def execute(self, upstream_values: dict[str | dg.AssetKey, Any]) -> Iterator[Any]:
+        """Run the stage and yield its output, then its check results (the per-stage-step mode).
+
+        The stage's lock is taken first and released only after Dagster has handled the output (published it
+        and recorded the materialization), so storage and Dagster's record change under one lock.
+        """
+        self.open()
         try:
-            self.io_manager.lock_stage(self.workflow.name, self.stage.name, self.context.run.run_id)
+            yield self.produce(upstream_values)
+        finally:
+            self.close()
+        yield from self.check_results
+
+    def open(self) -> None:
+        """Take the stage's lock and make storage and Dagster agree; the first step of a stage run."""
+        lock = self.io_manager.stage_lock(self.workflow.name, self.stage.name, self.context.run.run_id)
+        try:
+            lock.acquire()
         except StageBusyError as exc:
-            raise StageFailure(description=str(exc)) from exc
+            raise StageFailure(description=str(exc)) from None
         except OSError as exc:
-            raise self.fail(f"cannot write to {self.io_manager.base_dir!r} ({exc}); nothing was changed") from exc
+            raise self.fail(f"cannot write to {self.io_manager.base_dir!r} ({exc}); nothing was changed") from None
+        self._lock = lock
         try:
-            return self._run(upstream_values, inputs_dir)
-        except OSError as exc:
-            self.io_manager.unlock_stage(self.workflow.name, self.stage.name)
-            shutil.rmtree(inputs_dir, ignore_errors=True)
-            raise self.fail(f"storage error ({exc}); the published output is unchanged") from exc
+            self._agree_with_dagster(lock)
         except BaseException:
-            self.io_manager.unlock_stage(self.workflow.name, self.stage.name)
+            self.close()
+            raise
+
+    def produce(self, upstream_values: dict[str | dg.AssetKey, Any]) -> dg.Output:
+        """Generate the stage (holding its lock) and return the output for Dagster to publish."""
+        assert self._lock is not None, "open() first"
+        with running_stage(self.stage_context):
+            return self._run_guarded(upstream_values, self._lock)
+
+    def close(self) -> None:
+        """Release the stage's lock; call it once Dagster has handled the output (or the run failed)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _agree_with_dagster(self, lock: StageLock) -> None:
+        """Under the lock: set an unreadable record aside, and record a commit a killed run left unrecorded."""
+        workflow, stage = self.workflow.name, self.stage.name
+        try:
+            message = self.io_manager.reconcile(workflow, stage, self.asset_key, self.context.instance, lock)
+        except StageRecordUnreadableError as exc:
+            moved = self.io_manager.set_aside_unreadable_record(workflow, stage)
+            self.context.log.warning(f"{exc}; moved it to {moved} and treating the stage as unpublished")
+            return
+        if message:
+            self.context.log.warning(message)
+
+    def _run_guarded(self, upstream_values: dict[str | dg.AssetKey, Any], lock: StageLock) -> dg.Output:
+        inputs_dir = self.io_manager.work_root(self.workflow.name, self.stage.name) / (
+            f"inputs-{self.context.run.run_id}"
+        )
+        try:
+            return self._run(upstream_values, inputs_dir, lock)
+        except StageFailure:
+            shutil.rmtree(inputs_dir, ignore_errors=True)
+            raise
+        except (OSError, StageStorageError) as exc:
+            shutil.rmtree(inputs_dir, ignore_errors=True)
+            message = f"storage error ({exc}); the published output is unchanged"
+            raise self.fail(self._with_disk_full_note(message, exc)) from None
+        except BaseException:
             shutil.rmtree(inputs_dir, ignore_errors=True)  # the work directory itself stays, for resume
             raise
 
-    def _run(self, upstream_values: dict[str | dg.AssetKey, Any], inputs_dir: Path) -> dg.Output:
+    def _with_disk_full_note(self, message: str, exc: BaseException) -> str:
+        """On a full disk, free what this run wrote unless it holds paid work, and say so in ``message``."""
+        disk_full = getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in str(exc)
+        work_dir = self._work_dir
+        if not disk_full or work_dir is None or not work_dir.exists():
+            return message
+        size = resumable_work.human_size(resumable_work.tree_size(work_dir))
+        if self._work_was_new and not self._model_usage:
+            shutil.rmtree(work_dir, ignore_errors=True)
+            return f"{message}. Freed {size} this run had written in {work_dir} (it made no model requests)"
+        resumable_work.discard_partial_results(work_dir)
+        kept = resumable_work.human_size(resumable_work.tree_size(work_dir))
+        return (
+            f"{message}. Kept {kept} of finished, paid-for batches in {work_dir} so the next run resumes them; "
+            "delete that folder to free the space instead"
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    def _run(self, upstream_values: dict[str | dg.AssetKey, Any], inputs_dir: Path, lock: StageLock) -> dg.Output:
         started = time.monotonic()
         stage = self.stage
-        if self.config.num_records is not None and self.config.num_records < 1:
-            raise self.fail(f"run config num_records must be a positive integer, got {self.config.num_records}")
+        if self.config.num_records is not None:
+            problem = check_num_records(self.config.num_records, maximum=self.workflow.max_num_records)
+            if problem:
+                raise self.fail(f"run config num_records {problem}")
 
         # External upstreams arrive as whatever their IO manager loads: write them as parquet first.
         upstreams = {
@@ -106,16 +212,28 @@ class StageRun:
             for dep, value in upstream_values.items()
         }
         upstream_versions = {upstream_label(dep): _data_version_of(ds) for dep, ds in upstreams.items()}
-        # The work directory is keyed by everything that decides the output, so a rerun of the same
-        # work resumes its finished batches and any change starts fresh.
-        run_settings = self.resource.data_designer_run_config().model_dump(mode="json")
-        work_key = hash_json([self.code_version, upstream_versions, self.config.num_records, run_settings])[:16]
-        work_dir = self.io_manager.work_dir(self.workflow.name, stage.name, work_key)
-        work_dir.mkdir(parents=True, exist_ok=True)
         try:
-            seed = build_seed(stage, upstreams, self.upstream_keys, work_dir, where=self.where)
+            seed = build_seed(stage, upstreams, self.upstream_keys, inputs_dir, where=self.where)
         except ValueError as exc:
-            raise self.fail(str(exc).removeprefix(f"{self.where}, ")) from exc
+            raise self.fail(str(exc).removeprefix(f"{self.where}, ")) from None
+
+        num_records = self._resolve_num_records(seed)
+        run_settings = self.resource.data_designer_run_config().model_dump(mode="json")
+        inputs = generation_inputs(
+            stage,
+            seed_fingerprint=self._seed_fingerprint(seed, upstream_versions),
+            num_records=num_records,
+            run_settings=run_settings,
+        )
+        work_key = generation_work_key(inputs)
+        work_root = self.io_manager.work_root(self.workflow.name, stage.name)
+        work_dir = work_root / work_key
+        self._work_dir, self._work_was_new = work_dir, not work_dir.exists()
+        for line in resumable_work.describe_superseded_work(work_root, work_key, inputs):
+            self.context.log.warning(f"{self.where}: starting fresh: {line}")
+        resumable_work.write_inputs(work_dir, inputs)
+        if seed is not None:
+            seed = _move_seed(seed, work_dir / "seed")
 
         record: dict[str, Any] = {
             "workflow": self.workflow.name,
@@ -129,14 +247,13 @@ class StageRun:
                 }
                 for dep in stage.depends_on
             },
+            "seed_fingerprint": inputs["seed_fingerprint"],
             "run_id": self.context.run.run_id,
             "work_key": work_key,
             "resumed": False,
             "model_usage": {},
+            "num_records_requested": num_records,
         }
-        seed_rows = seed.num_rows if seed else own_seed_rows(stage.builder)
-        num_records = self.config.num_records or stage.num_records or seed_rows
-        record["num_records_requested"] = num_records or DEFAULT_NUM_RECORDS
 
         artifacts_dir: Path | None = None
         analysis = None
@@ -150,16 +267,15 @@ class StageRun:
                 f"upstream {', '.join(map(upstream_label, empty))} is empty" if empty else "the combined seed is empty"
             )
             self.context.log.info(f"{self.where}: {cause}; skipping without model calls")
-            files = [self._write_empty(work_dir, seed, upstreams)]
+            files = [self._write_empty(work_dir, seed)]
             record.update(
                 status="skipped_empty_upstream",
                 num_records_actual=0,
                 upstream_stage=upstream_label(empty[0]) if empty else None,
             )
         else:
-            files, artifacts_dir, analysis, generated_files = self._generate(
-                work_dir, seed, record["num_records_requested"], record
-            )
+            files, artifacts_dir, analysis, generated_files = self._generate(work_dir, seed, num_records, record)
+            self._check_completion(record, work_dir)
 
         dataset = StageDataset.from_files(UPath(work_dir), [UPath(f) for f in files])
         if dataset.num_rows == 0 and record.get("status") is None:
@@ -172,28 +288,34 @@ class StageRun:
         if record["status"] == "overridden" and dataset.num_rows == 0 and not stage.allow_empty:
             raise self.fail(f"output_override {self.config.output_override!r} has no rows and allow_empty is False")
 
+        data_version = parquet_data_version(files)
+        version = f"{data_version[:12]}-{uuid.uuid4().hex[:8]}"
         record.update(
             output_rows=dataset.num_rows,
-            data_version=parquet_data_version(files),
+            data_version=data_version,
             materialized_at=datetime.now(UTC).isoformat(),
             duration_s=round(time.monotonic() - started, 3),
         )
-        self.check_results = safe_check_results(stage, record, dataset.num_rows, generated_files)
+        self.check_results = safe_check_results(stage, record, dataset.num_rows, generated_files, self.asset_key)
         column_statistics = compact_column_statistics(analysis)
         record["column_statistics"] = column_statistics
-        builder = stage.builder
         metadata = stage_metadata(
             dataset=dataset,
-            uri=str(self.io_manager.stage_dir(self.workflow.name, stage.name) / "data"),
-            builder=builder,
+            uri=str(self.io_manager.stage_dir(self.workflow.name, stage.name) / VERSIONS_DIR / version),
+            builder=stage.builder,
             seed=seed,
             record=record,
             column_statistics=column_statistics,
         )
+        metadata[VERSION_METADATA_KEY] = dg.MetadataValue.text(version)
         output = StageOutput(
+            workflow=self.workflow.name,
+            stage=stage.name,
+            version=version,
             work_dir=work_dir,
             files=[Path(f) for f in files],
             record=record,
+            lock=lock,
             artifacts_dir=artifacts_dir,
             extra_cleanup=[inputs_dir],
         )
@@ -201,9 +323,51 @@ class StageRun:
             warnings.simplefilter("ignore", dg.BetaWarning)  # Output(data_version=...) is beta in Dagster 1.13
             return dg.Output(
                 output,
-                output_name=self.context.assets_def.get_output_name_for_asset_key(self.context.asset_key),
-                data_version=dg.DataVersion(record["data_version"]),
+                output_name=self.output_name,
+                data_version=dg.DataVersion(data_version),
                 metadata=metadata,
+            )
+
+    def _resolve_num_records(self, seed: Seed | None) -> int:
+        """Run config > ``Stage.num_records`` > the selected block of the seed > the seed > Data Designer's default."""
+        stage = self.stage
+        if self.config.num_records or stage.num_records:
+            return self.config.num_records or stage.num_records
+        if seed is not None:
+            rows, selection = seed.num_rows, stage.selection_strategy
+        else:
+            rows = own_seed_rows(stage.builder)
+            own = stage.builder.get_seed_config()
+            selection = own.selection_strategy if own is not None else None
+        if rows is None:
+            return DEFAULT_NUM_RECORDS
+        return _selected_rows(rows, selection) or rows or DEFAULT_NUM_RECORDS
+
+    def _seed_fingerprint(self, seed: Seed | None, upstream_versions: dict[str, str]) -> str | None:
+        """The content of the seed this run reads: upstream data version(s), or the seed files' bytes."""
+        if seed is not None:
+            if len(upstream_versions) == 1:
+                return next(iter(upstream_versions.values()))
+            return files_fingerprint(sorted(Path(seed.glob).parent.glob("*.parquet")))
+        files = local_seed_files(self.stage.builder)
+        if files:
+            missing = [str(f) for f in files if not f.is_file()]
+            if missing:
+                raise self.fail(f"the config's seed file {', '.join(missing)} does not exist (field 'config')")
+            return files_fingerprint(files)
+        return None
+
+    def _check_completion(self, record: dict[str, Any], work_dir: Path) -> None:
+        """Fail before publishing when too few of the requested records were generated (finished batches stay)."""
+        requested = record.get("num_records_requested") or 0
+        actual = record.get("num_records_actual") or 0
+        threshold = self.stage.completion_threshold
+        if requested and actual and actual / requested < threshold:
+            raise self.fail(
+                f"generated {actual} of {requested} requested records ({actual / requested:.1%}), below "
+                f"completion_threshold {threshold}; nothing was published and the previous output is kept. The "
+                f"finished batches stay in {work_dir}: the next materialization reuses the full ones and "
+                "generates only the batches that dropped records"
             )
 
     # ---------------------------------------------------------------------------------------------
@@ -225,23 +389,31 @@ class StageRun:
         try:
             data_designer.register_stage_models(builder, owner=self.where)
         except ValueError as exc:
-            raise self.fail(str(exc).removeprefix(f"{self.where}: ")) from exc
-        registry = data_designer.shared_registry
+            raise self.fail(str(exc).removeprefix(f"{self.where}: ")) from None
 
         artifacts_dir = work_dir / "artifacts"
         resume = ResumeMode.NEVER
         if (artifacts_dir / "metadata.json").exists():
-            resume = ResumeMode.ALWAYS
-            self.context.log.info(f"{self.where}: resuming from the batches already written in {artifacts_dir}")
-        elif artifacts_dir.exists():
+            reopened, resumable = resumable_work.reopen_short_batches(artifacts_dir, stage.completion_threshold)
+            if resumable:
+                resume = ResumeMode.ALWAYS
+                kept = resumable_work.finished_batches(work_dir)
+                again = f"; {reopened} batch(es) that dropped records are generated again" if reopened else ""
+                self.context.log.info(f"{self.where}: resuming {kept} finished batch(es) in {artifacts_dir}{again}")
+            else:
+                self.context.log.warning(
+                    f"{self.where}: the finished batches in {artifacts_dir} dropped records and were already "
+                    "post-processed, so they cannot be completed; generating from the start"
+                )
+        if resume == ResumeMode.NEVER and artifacts_dir.exists():
             shutil.rmtree(artifacts_dir)
         record["resumed"] = resume == ResumeMode.ALWAYS
 
-        snapshot = registry.usage_snapshot()
+        usage = self.stage_context.usage
         prefix = f"[{self.workflow.name}/{stage.name}] "
-        secrets = self.resource.secret_values()
+        secrets = self.secrets
         try:
-            with data_designer_logs_to_dagster(self.context, prefix, secrets):
+            with data_designer_logs_to_dagster(self.context, prefix, secrets, stage_label=self.stage_context.label):
                 try:
                     result = data_designer.create(
                         builder,
@@ -251,11 +423,13 @@ class StageRun:
                         resume=resume,
                     )
                 except Exception as exc:
-                    if resume != ResumeMode.ALWAYS or "resume" not in str(exc).lower():
+                    if resume != ResumeMode.ALWAYS or "Cannot resume" not in str(exc):
                         raise
                     # Data Designer refuses some resumes (interrupted post-processing, changed artifact policy):
                     # rather than failing the same way on every retry, start this work fresh.
-                    self.context.log.warning(f"{self.where}: cannot resume ({exc}); generating from the start")
+                    self.context.log.warning(
+                        f"{self.where}: cannot resume ({redact(str(exc), secrets)}); generating from the start"
+                    )
                     shutil.rmtree(artifacts_dir, ignore_errors=True)
                     record["resumed"] = False
                     result = data_designer.create(
@@ -265,19 +439,23 @@ class StageRun:
                 output_result = result
                 if stage.output_processors:
                     output_result = self._run_output_processors(data_designer, builder, result, artifacts_dir)
+        except OSError:
+            self._model_usage = usage.as_dict()
+            raise
         except Exception as exc:
-            record["model_usage"] = registry.usage_since(snapshot)
+            self._model_usage = usage.as_dict()
             models = _models_used(builder)
             reason = redact(str(exc), secrets)
-            raise self.fail(f"generation failed{f' ({models})' if models else ''}: {reason}") from exc
+            message = f"generation failed{f' ({models})' if models else ''}: {reason}"
+            raise self.fail(self._with_disk_full_note(message, exc)) from None
         finally:
-            record["model_usage"] = registry.usage_since(snapshot)
+            record["model_usage"] = self._model_usage = usage.as_dict()
 
         if stage.on_success is not None:
             try:
                 selected = Path(stage.on_success(result.artifact_storage.base_dataset_path))
             except Exception as exc:
-                raise self.fail(f"on_success raised {redact(repr(exc), secrets)}") from exc
+                raise self.fail(f"on_success raised {redact(repr(exc), secrets)}") from None
         else:
             selected = self._selected_output(result, output_result)
         files = _parquet_files(selected)
@@ -294,7 +472,7 @@ class StageRun:
         if output_dir.exists():
             shutil.rmtree(output_dir)
         processor_builder = DataDesignerConfigBuilder(
-            model_configs=builder.model_configs, tool_configs=builder.tool_configs
+            model_configs=used_model_configs(builder) or builder.model_configs, tool_configs=builder.tool_configs
         ).with_seed_dataset(LocalFileSeedSource(path=str(result.artifact_storage.final_dataset_path / "*.parquet")))
         for processor in self.stage.output_processors:
             processor_builder.add_processor(processor.model_copy(deep=True))
@@ -318,8 +496,8 @@ class StageRun:
         raise self.fail(f"processor {name!r} produced no artifacts (looked in {base})")
 
     def _check_models(self, builder: DataDesignerConfigBuilder) -> None:
-        """Fail before any generation when a model alias or its provider is not configured."""
-        aliases = sorted({a for c in builder.get_column_configs() for a in c.get_model_aliases()})
+        """Fail before any generation when a model alias, its provider or the provider's key is missing."""
+        aliases = used_model_aliases(builder)
         if not aliases:
             return
         configs = {m.alias: m for m in builder.model_configs}
@@ -335,6 +513,10 @@ class StageRun:
                     f"DataDesignerResource (configured: {configured}); add it to model_providers"
                     + (f". {self.resource.setup_hint}" if self.resource.setup_hint else "")
                 )
+        try:
+            self.resource.check_provider_keys({configs[alias].provider for alias in aliases})
+        except LiteralSecretError as exc:
+            raise self.fail(str(exc)) from None
 
     def _override_files(self, override: str) -> list[Path]:
         path = Path(override).expanduser()
@@ -345,20 +527,41 @@ class StageRun:
             try:
                 pq.read_metadata(file)
             except Exception as exc:
-                raise self.fail(f"output_override file {str(file)!r} is not readable parquet: {exc}") from exc
+                raise self.fail(f"output_override file {str(file)!r} is not readable parquet: {exc}") from None
         return files
 
-    def _write_empty(self, work_dir: Path, seed: Seed, upstreams: dict[Any, StageDataset]) -> Path:
+    def _write_empty(self, work_dir: Path, seed: Seed) -> Path:
         import pyarrow as pa
 
         seed_files = sorted(Path(seed.glob).parent.glob("*.parquet"))
         try:
             schema = pa.unify_schemas([pq.read_schema(f) for f in seed_files]) if seed_files else pa.schema([])
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise self.fail(f"upstream schemas do not combine: {exc}") from exc
+            raise self.fail(f"upstream schemas do not combine: {exc}") from None
         target = work_dir / "empty.parquet"
         pq.write_table(schema.empty_table(), target)
         return target
+
+
+def _selected_rows(rows: int, selection: IndexRange | PartitionBlock | None) -> int | None:
+    """Rows a selection strategy picks out of ``rows`` seed rows (``None`` without a selection)."""
+    if isinstance(selection, IndexRange):
+        return max(0, min(selection.end, rows - 1) - selection.start + 1)
+    if isinstance(selection, PartitionBlock):
+        if rows < selection.num_partitions:
+            return None  # Data Designer rejects it with its own message
+        return selection.to_index_range(rows).size
+    return None
+
+
+def _move_seed(seed: Seed, target: Path) -> Seed:
+    """Move a seed built in the run's inputs folder into its work directory (a stable path for resume)."""
+    source = Path(seed.glob).parent
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+    seed.glob = str(target / "*.parquet")
+    return seed
 
 
 def _data_version_of(dataset: StageDataset) -> str:
@@ -376,10 +579,9 @@ def _parquet_files(path: Path) -> list[Path]:
 def _models_used(builder: DataDesignerConfigBuilder) -> str:
     """'model alias 'a' (model 'm') on provider 'p', ...' for the LLM columns of a config."""
     configs = {m.alias: m for m in builder.model_configs}
-    aliases = sorted({a for c in builder.get_column_configs() for a in c.get_model_aliases()})
     return ", ".join(
         f"model alias {alias!r} (model {configs[alias].model!r}) on provider {configs[alias].provider!r}"
         if alias in configs
         else f"model alias {alias!r}"
-        for alias in aliases
+        for alias in used_model_aliases(builder)
     )

@@ -82,6 +82,11 @@ class DataDesignerStageTranslator:
             group_name=self.get_group_name(workflow, stage),
             kinds=self.get_kinds(workflow, stage),
             code_version=self.get_code_version(workflow, stage),
-            metadata=self.get_metadata(workflow, stage),
+            # the IO manager finds a stage's storage by these two keys, whatever the asset key is
+            metadata={
+                **self.get_metadata(workflow, stage),
+                "dd_assets/workflow": workflow.name,
+                "dd_assets/stage": stage.name,
+            },
             tags=self.get_tags(workflow, stage),
         ).with_io_manager_key(IO_MANAGER_KEY)

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from data_designer.config.processors import DropColumnsProcessorConfig, SchemaTransformProcessorConfig
 
 from dd_assets.seeds import local_seed_files
+from dd_assets.stage_models import used_model_configs
 
 if TYPE_CHECKING:
     from dd_assets.spec import Stage, Workflow
@@ -30,7 +31,7 @@ def check_model_aliases(workflows: Sequence[Workflow]) -> None:
     seen: dict[str, tuple[str, str, dict]] = {}
     for workflow in workflows:
         for stage in workflow.stages:
-            for model in stage.builder.model_configs:
+            for model in used_model_configs(stage.builder):
                 dumped = model.model_dump(mode="json")
                 if model.alias not in seen:
                     seen[model.alias] = (workflow.name, stage.name, dumped)

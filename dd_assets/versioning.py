@@ -6,7 +6,9 @@ stage unsynced in the Dagster UI. What it includes and excludes:
 ==========================  ========  =====================================================
 field                       included  why
 ==========================  ========  =====================================================
-config fingerprint          yes       Data Designer's own ``DataDesignerConfig.fingerprint()``
+config fingerprint          yes       Data Designer's own ``DataDesignerConfig.fingerprint()``,
+                                      with only the model configs the columns use (not the
+                                      default models of the machine's Data Designer home)
 seed source path            no        machine specific; upstream seeds change data, not code
 seed sampling / selection   yes       change which rows are drawn
 num_records                 yes       changes the output size
@@ -20,6 +22,24 @@ description                 no        documentation only
 ==========================  ========  =====================================================
 
 ``data_version`` hashes the parquet bytes handed downstream.
+
+The *work key* (:func:`generation_work_key`) is narrower: it names the work directory whose finished
+batches a rerun resumes, so it hashes what decides the generated rows and nothing else:
+
+==========================  ========  =====================================================
+input                       included  why
+==========================  ========  =====================================================
+config fingerprint          yes       as above
+seed content                yes       bytes of the seed actually read: an upstream's data
+                                      version, a combined seed's hash, a local seed file's
+                                      content (an edited file never resumes into old rows)
+num_records (resolved)      yes       the target Data Designer resumes towards
+sampling / selection        yes       which seed rows are drawn
+run settings                yes       ``RunConfig`` (``buffer_size`` sets batch boundaries)
+Data Designer version       yes       a new engine may generate differently
+output / processors         no        applied after generation: changing them keeps batches
+on_success, allow_empty     no        likewise
+==========================  ========  =====================================================
 """
 
 from __future__ import annotations
@@ -34,8 +54,10 @@ from data_designer.config.config_builder import DataDesignerConfigBuilder
 from data_designer.config.version import get_library_version
 
 from dd_assets.spec import Stage
+from dd_assets.stage_models import used_model_configs
 
-CODE_VERSION_SCHEME = 1
+CODE_VERSION_SCHEME = 2
+WORK_KEY_SCHEME = 1
 
 
 def _callable_name(fn: Any) -> str | None:
@@ -45,8 +67,12 @@ def _callable_name(fn: Any) -> str | None:
 
 
 def config_fingerprint(builder: DataDesignerConfigBuilder) -> tuple[str, dict[str, Any] | None]:
-    """Data Designer's fingerprint of the config with the seed source left out, and the seed's strategies."""
-    config = builder.build()
+    """Data Designer's fingerprint of the config with the seed source left out, and the seed's strategies.
+
+    Only the model configs the columns use count: a builder made without model configs holds Data
+    Designer's defaults from the machine's home, which must not change a stage's version.
+    """
+    config = builder.build().model_copy(update={"model_configs": used_model_configs(builder)})
     seed = config.seed_config
     seed_payload = None
     if seed is not None:
@@ -95,6 +121,44 @@ def parquet_data_version(files: Iterable[Path]) -> str:
     digest = hashlib.sha256()
     for path in files:
         with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def generation_inputs(
+    stage: Stage,
+    *,
+    seed_fingerprint: str | None,
+    num_records: int,
+    run_settings: dict[str, Any],
+) -> dict[str, Any]:
+    """What decides the rows a stage generates (see the work key table in the module docstring)."""
+    fingerprint, own_seed = config_fingerprint(stage.builder)
+    return {
+        "scheme": WORK_KEY_SCHEME,
+        "config_fingerprint": fingerprint,
+        "own_seed": own_seed,
+        "seed_fingerprint": seed_fingerprint,
+        "num_records": num_records,
+        "sampling_strategy": stage.sampling_strategy.value,
+        "selection_strategy": stage.selection_strategy.model_dump(mode="json") if stage.selection_strategy else None,
+        "run_settings": run_settings,
+        "data_designer_version": get_library_version(),
+    }
+
+
+def generation_work_key(inputs: dict[str, Any]) -> str:
+    """The work directory name for :func:`generation_inputs`: a rerun of the same inputs resumes there."""
+    return hash_json(inputs)[:16]
+
+
+def files_fingerprint(files: Iterable[Path]) -> str:
+    """Hash of the names' order and bytes of local files (a root stage's own seed files)."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(Path(path).name.encode() + b"\0")
+        with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:16]

@@ -9,7 +9,7 @@ import dagster as dg
 from dd_assets.asset_factory import build_workflow_assets
 from dd_assets.io_manager import StageParquetIOManager
 from dd_assets.resource import DataDesignerResource
-from dd_assets.spec import Workflow, WorkflowDefinitionError
+from dd_assets.spec import EXECUTION_MODES, Workflow, WorkflowDefinitionError, stage_op_name
 from dd_assets.translator import IO_MANAGER_KEY, RESOURCE_KEY, DataDesignerStageTranslator
 from dd_assets.validation import check_model_aliases
 
@@ -21,6 +21,8 @@ def build_workflow_definitions(
     io_manager: StageParquetIOManager | None = None,
     translator: DataDesignerStageTranslator | None = None,
     executor: dg.ExecutorDefinition | None = None,
+    execution: str | None = None,
+    max_concurrent_stages: int | None = None,
 ) -> dg.Definitions:
     """Dagster definitions for one or more workflows.
 
@@ -30,7 +32,24 @@ def build_workflow_definitions(
         io_manager: the stage IO manager (key ``"dd_stage_io_manager"``); ``base_dir="data"`` when omitted.
         translator: builds each stage's ``AssetSpec``.
         executor: defaults to the in-process executor, so one resource instance serves the whole run.
+        execution: ``"per_stage"`` (one step per stage) or ``"concurrent"`` (one step per workflow runs ready
+            stages at the same time); overrides each workflow's own ``execution`` when given.
+        max_concurrent_stages: in concurrent execution, at most this many stages at once (overrides each
+            workflow's own cap when given).
     """
+    if execution is not None and execution not in EXECUTION_MODES:
+        raise WorkflowDefinitionError(
+            f"execution must be one of {', '.join(map(repr, EXECUTION_MODES))}, got {execution!r}", field="execution"
+        )
+    if max_concurrent_stages is not None and (
+        isinstance(max_concurrent_stages, bool)
+        or not isinstance(max_concurrent_stages, int)
+        or max_concurrent_stages < 1
+    ):
+        raise WorkflowDefinitionError(
+            f"max_concurrent_stages must be a positive integer, got {max_concurrent_stages!r}",
+            field="max_concurrent_stages",
+        )
     if isinstance(workflows, Workflow):
         workflows = [workflows]
     all_workflows = [*workflows, *more_workflows]
@@ -41,8 +60,26 @@ def build_workflow_definitions(
         if workflow.name in names:
             raise WorkflowDefinitionError("two workflows have this name", workflow=workflow.name, field="name")
         names.add(workflow.name)
+    op_owners: dict[str, tuple[str, str]] = {}
+    for workflow in all_workflows:
+        for stage in workflow.stages:
+            op_name = stage_op_name(workflow.name, stage.name)
+            if op_name in op_owners and op_owners[op_name][0] != workflow.name:
+                other_workflow, other_stage = op_owners[op_name]
+                raise WorkflowDefinitionError(
+                    f"becomes the Dagster op {op_name!r}, like stage {other_stage!r} of workflow "
+                    f"{other_workflow!r}; rename one of them",
+                    workflow=workflow.name,
+                    stage=stage.name,
+                    field="name",
+                )
+            op_owners[op_name] = (workflow.name, stage.name)
     check_model_aliases(all_workflows)
-    assets = [asset for workflow in all_workflows for asset in build_workflow_assets(workflow, translator)]
+    assets = [
+        asset
+        for workflow in all_workflows
+        for asset in build_workflow_assets(workflow, translator, execution, max_concurrent_stages)
+    ]
     return dg.Definitions(
         assets=assets,
         resources={

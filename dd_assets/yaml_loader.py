@@ -31,9 +31,10 @@ import dagster as dg
 import yaml
 from data_designer.config.processor_types import ProcessorConfigT
 from data_designer.config.seed import IndexRange, PartitionBlock
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
-from dd_assets.spec import Stage, Workflow, WorkflowDefinitionError, resolve_seed_path
+from dd_assets import strict_yaml
+from dd_assets.spec import DEFAULT_MAX_NUM_RECORDS, Stage, Workflow, WorkflowDefinitionError, resolve_seed_path
 
 SCHEMA_FILE = Path(__file__).with_name("workflow.schema.json")
 
@@ -66,7 +67,9 @@ class StageModel(BaseModel):
     depends_on: list[str] = Field(
         default_factory=list, description="Upstream stage names, or asset key paths such as 'raw/docs'."
     )
-    num_records: int | None = Field(default=None, description="Records to generate (default: the seed's rows).")
+    num_records: StrictInt | None = Field(
+        default=None, ge=1, description="Records to generate (default: the seed's rows)."
+    )
     output_processors: list[dict[str, Any]] = Field(
         default_factory=list, description="Data Designer processor configs run on the stage output."
     )
@@ -85,8 +88,20 @@ class WorkflowModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"title": "dd_assets workflow"})
 
-    name: str = Field(description="Workflow name: the asset group and the first part of every asset key.")
+    name: str = Field(
+        description="Workflow name (letters, digits and '_'): the asset group and the first part of every asset key."
+    )
     stages: list[StageModel] = Field(min_length=1)
+    max_num_records: StrictInt = Field(
+        default=DEFAULT_MAX_NUM_RECORDS, ge=1, description="Upper bound for num_records of every stage and run."
+    )
+    execution: Literal["per_stage", "concurrent"] = Field(
+        default="per_stage",
+        description="per_stage: one Dagster step per stage; concurrent: one step runs ready stages at the same time.",
+    )
+    max_concurrent_stages: StrictInt | None = Field(
+        default=None, ge=1, description="In concurrent execution, at most this many stages at once."
+    )
 
 
 def workflow_json_schema() -> dict[str, Any]:
@@ -209,7 +224,13 @@ def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") 
             )
         )
     try:
-        return Workflow(name=model.name, stages=stages)
+        return Workflow(
+            name=model.name,
+            stages=stages,
+            max_num_records=model.max_num_records,
+            execution=model.execution,
+            max_concurrent_stages=model.max_concurrent_stages,
+        )
     except WorkflowDefinitionError as exc:
         raise exc.with_file(file) from exc.__cause__
 
@@ -222,7 +243,7 @@ def load_workflow_yaml(path: str | Path) -> Workflow:
     except OSError as exc:
         raise WorkflowDefinitionError(f"cannot read the file: {exc.strerror or exc}", file=str(path)) from exc
     try:
-        data = yaml.safe_load(text)
+        data = strict_yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise WorkflowDefinitionError(f"invalid YAML: {exc}", file=str(path)) from exc
     return workflow_from_mapping(data, base_dir=path.parent, file=str(path))

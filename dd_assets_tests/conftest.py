@@ -17,6 +17,9 @@ from dd_assets_tests.llm_server import FakeLLMServer  # noqa: E402
 
 TEST_PROVIDER = "test_llm"
 TEST_API_KEY_VALUE = "sk-test-SECRET-0123456789abcdef"
+TEST_API_KEY_ENV = "DD_ASSETS_TEST_API_KEY"
+# Providers name their key by environment variable; every test provider uses this one.
+os.environ.setdefault(TEST_API_KEY_ENV, TEST_API_KEY_VALUE)
 
 
 @pytest.fixture
@@ -47,14 +50,14 @@ def llm(llm_server) -> FakeLLMServer:
 @pytest.fixture
 def llm_resource(llm, monkeypatch) -> DataDesignerResource:
     """A resource pointing at the test server; the key is given as an environment variable name."""
-    monkeypatch.setenv("DD_ASSETS_TEST_API_KEY", TEST_API_KEY_VALUE)
+    monkeypatch.setenv(TEST_API_KEY_ENV, TEST_API_KEY_VALUE)
     return DataDesignerResource(
         model_providers=[
             {
                 "name": TEST_PROVIDER,
                 "endpoint": llm.endpoint,
                 "provider_type": "openai",
-                "api_key": "DD_ASSETS_TEST_API_KEY",
+                "api_key": TEST_API_KEY_ENV,
             }
         ]
     )

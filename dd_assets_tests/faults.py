@@ -31,7 +31,7 @@ class FaultOutcome:
     message: str
 
 
-def fault_workflow() -> Workflow:
+def fault_workflow(completion_threshold: float = 0.5) -> Workflow:
     seed = dd.DataDesignerConfigBuilder()
     seed.add_column(
         dd.SamplerColumnConfig(
@@ -55,25 +55,39 @@ def fault_workflow() -> Workflow:
         name="faults",
         stages=[
             Stage(name="seed", config=seed, num_records=ROWS),
-            Stage(name="write", config=write, depends_on=["seed"], completion_threshold=0.5),
+            Stage(name="write", config=write, depends_on=["seed"], completion_threshold=completion_threshold),
         ],
     )
 
 
-def run_fault(server: FakeLLMServer, base_dir: Path, instance: dg.DagsterInstance, fault: str, rate: float):
-    """Materialize cleanly, then again with ``fault`` hitting ``rate`` of requests; report what was kept."""
+def run_fault(
+    server: FakeLLMServer,
+    base_dir: Path,
+    instance: dg.DagsterInstance,
+    fault: str,
+    rate: float,
+    *,
+    completion_threshold: float = 0.5,
+    hook=None,
+):
+    """Materialize cleanly, then again with ``fault`` hitting ``rate`` of requests; report what was kept.
+
+    ``hook(server, fault)`` replaces the every-k-th-request fault hook.
+    """
     io_manager = StageParquetIOManager(base_dir=str(base_dir))
     resource = DataDesignerResource(
-        model_providers=[{"name": "fault_llm", "endpoint": server.endpoint, "api_key": "k"}],
+        model_providers=[{"name": "fault_llm", "endpoint": server.endpoint, "api_key": "DD_ASSETS_TEST_API_KEY"}],
         run_config={"disable_early_shutdown": True},
     )
-    defs = build_workflow_definitions(fault_workflow(), data_designer=resource, io_manager=io_manager)
+    defs = build_workflow_definitions(
+        fault_workflow(completion_threshold), data_designer=resource, io_manager=io_manager
+    )
     server.reset()
     assert dg.materialize(defs.assets, resources=defs.resources, instance=instance).success
     before = io_manager.read_stage("faults", "write").to_pandas()
 
     server.reset()
-    server.fault = every_kth(server, max(1, round(1 / rate)), FAULTS[fault])
+    server.fault = (hook or (lambda srv, f: every_kth(srv, max(1, round(1 / rate)), f)))(server, FAULTS[fault])
     result = dg.materialize(
         defs.assets,
         resources=defs.resources,

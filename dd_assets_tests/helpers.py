@@ -5,7 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import data_designer.config as dd
 
-from dd_assets import DataDesignerResource, StageParquetIOManager, build_workflow_definitions
+from dd_assets import DataDesignerResource, StageParquetIOManager, Workflow, build_workflow_definitions
+from dd_assets.spec import stage_op_name
 from dd_assets_tests.conftest import TEST_PROVIDER
 
 
@@ -48,6 +49,10 @@ def llm_builder(column: str, prompt: str, alias: str = "test-model", model: str 
     return builder
 
 
+EXECUTION = "per_stage"
+"""The execution mode ``materialize`` builds definitions in; test modules that run in both modes switch it."""
+
+
 def materialize(
     workflows,
     io_manager: StageParquetIOManager,
@@ -59,8 +64,14 @@ def materialize(
     extra_assets=(),
     extra_resources: dict | None = None,
     raise_on_error: bool = True,
+    execution: str | None = None,
 ) -> dg.ExecuteInProcessResult:
-    defs = build_workflow_definitions(workflows, data_designer=resource, io_manager=io_manager)
+    """Materialize workflows on a real instance; ``run_config`` is written in the per-stage form
+    (``{"ops": {"<workflow>__<stage>": {"config": ...}}}``) and translated for concurrent execution."""
+    execution = execution or EXECUTION
+    defs = build_workflow_definitions(workflows, data_designer=resource, io_manager=io_manager, execution=execution)
+    if execution == "concurrent" and run_config:
+        run_config = _concurrent_run_config(workflows, run_config)
     assets = [*defs.assets, *extra_assets]
     return dg.materialize(
         assets,
@@ -76,3 +87,25 @@ def metadata_of(result: dg.ExecuteInProcessResult, key: list[str]) -> dict:
     events = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(key)]
     assert events, f"no materialization of {key}"
     return {k: v.value for k, v in events[-1].materialization.metadata.items()}
+
+
+def _workflow_list(workflows) -> list[Workflow]:
+    return [workflows] if isinstance(workflows, Workflow) else list(workflows)
+
+
+def _concurrent_run_config(workflows, run_config: dict) -> dict:
+    ops = dict(run_config.get("ops", {}))  # entries already in the concurrent form are kept
+    for workflow in _workflow_list(workflows):
+        for stage in workflow.stages:
+            config = ops.pop(stage_op_name(workflow.name, stage.name), None)
+            if config is not None:
+                op = ops.setdefault(f"{workflow.name}__stages", {"config": {}})
+                op["config"].setdefault("stages", {})[stage.name] = config["config"]
+    return {**run_config, "ops": ops}
+
+
+def failure_message(result: dg.ExecuteInProcessResult, workflow: str, stage: str, execution: str | None = None) -> str:
+    """The failure message of a stage: its own step's, or (concurrent) that of its workflow's step."""
+    node = f"{workflow}__stages" if (execution or EXECUTION) == "concurrent" else stage_op_name(workflow, stage)
+    failure = result.failure_data_for_node(node)
+    return failure.error.message if failure and failure.error else ""

@@ -31,6 +31,9 @@ class FakeLLMServer:
         self.delay_s = 0.0  # per generation request, to make runs slow enough to interrupt
         self.generation_requests = 0
         self.hang_s = 2.0
+        self.in_flight = 0  # generation requests being answered now
+        self.peak_in_flight = 0  # the most answered at once since the last reset
+        self.spans: list[tuple[float, float, str]] = []  # (start, end, prompt) of answered generation requests
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,6 +53,14 @@ class FakeLLMServer:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
                 server._record(body, self.headers.get("Authorization", ""))
+                prompt = server.user_prompt(body)
+                started = server._enter(prompt)
+                try:
+                    self._answer(body)
+                finally:
+                    server._leave(prompt, started)
+
+            def _answer(self, body: dict) -> None:
                 if server.delay_s and server.user_prompt(body) != HEALTH_CHECK_PROMPT:
                     time.sleep(server.delay_s)
                 fault = server.fault(server.user_prompt(body)) if server.fault else None
@@ -111,6 +122,24 @@ class FakeLLMServer:
             self.prompts.append(user)
             self.auth_headers.add(auth)
 
+    def _enter(self, prompt: str) -> float:
+        with self.lock:
+            if prompt != HEALTH_CHECK_PROMPT:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        return time.monotonic()
+
+    def _leave(self, prompt: str, started: float) -> None:
+        with self.lock:
+            if prompt != HEALTH_CHECK_PROMPT:
+                self.in_flight -= 1
+                self.spans.append((started, time.monotonic(), prompt))
+
+    def spans_matching(self, text: str) -> list[tuple[float, float]]:
+        """(start, end) of the generation requests whose prompt contains ``text``."""
+        with self.lock:
+            return [(start, end) for start, end, prompt in self.spans if text in prompt]
+
     def count(self, kind: str | None = None, model: str | None = None) -> int:
         """Requests seen, optionally of one kind and one model."""
         with self.lock:
@@ -124,6 +153,8 @@ class FakeLLMServer:
         with self.lock:
             self.requests.clear()
             self.prompts.clear()
+            self.peak_in_flight = self.in_flight
+            self.spans.clear()
 
     @staticmethod
     def answer_for(prompt: str) -> str:
@@ -164,5 +195,21 @@ def every_kth(server: FakeLLMServer, k: int, fault):
             server.generation_requests += 1
             number = server.generation_requests
         return fault if number % k == 0 else None
+
+    return hook
+
+
+def first_prompt_always(server: FakeLLMServer, fault):
+    """A fault hook that fails every request for the first generation prompt it sees (retries included),
+    so exactly one record is dropped."""
+    chosen: list[str] = []
+
+    def hook(prompt: str):
+        if prompt == HEALTH_CHECK_PROMPT:
+            return None
+        with server.lock:
+            if not chosen:
+                chosen.append(prompt)
+        return fault if prompt == chosen[0] else None
 
     return hook

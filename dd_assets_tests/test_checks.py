@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import dagster as dg
 import data_designer.config as dd
+import pytest
 
 from dd_assets import DataDesignerResource, Stage, Workflow, build_workflow_definitions
+from dd_assets_tests import helpers
 from dd_assets_tests.conftest import TEST_PROVIDER
-from dd_assets_tests.helpers import expression_builder, llm_builder, materialize, model_config, sampler_builder
+from dd_assets_tests.helpers import (
+    expression_builder,
+    failure_message,
+    llm_builder,
+    materialize,
+    metadata_of,
+    model_config,
+    sampler_builder,
+)
+
+
+@pytest.fixture(autouse=True, params=["per_stage", "concurrent"])
+def execution(request, monkeypatch) -> str:
+    """Every check test runs in both execution modes: they must behave the same."""
+    monkeypatch.setattr(helpers, "EXECUTION", request.param)
+    return request.param
 
 
 def _checks(result: dg.ExecuteInProcessResult, key: list[str]) -> dict[str, bool]:
@@ -19,20 +36,55 @@ def test_every_stage_declares_its_checks():
         name="chk",
         stages=[
             Stage(name="a", config=sampler_builder(), num_records=3),
-            Stage(name="b", config=expression_builder("x", "{{ n }}"), depends_on=["a"], allow_empty=True),
+            Stage(name="b", config=expression_builder("x", "{{ n }}"), depends_on=["a"]),
+            Stage(name="c", config=sampler_builder(), num_records=3, allow_empty=True),
         ],
     )
     defs = build_workflow_definitions(wf)
     specs = {(s.asset_key.path[1], s.name): s for a in defs.assets for s in a.check_specs}
+    # non_empty only where an empty output can be published: downstream stages and allow_empty stages
     assert set(specs) == {
-        ("a", "non_empty"),
         ("a", "completion_rate"),
         ("a", "columns_present"),
+        ("b", "non_empty"),
         ("b", "completion_rate"),
         ("b", "columns_present"),
+        ("c", "non_empty"),
+        ("c", "completion_rate"),
+        ("c", "columns_present"),
     }
-    assert specs[("a", "non_empty")].blocking and specs[("a", "completion_rate")].blocking
-    assert not specs[("a", "columns_present")].blocking
+    # a stage that must not feed downstream stages fails before publishing, so no check needs to block
+    assert not any(spec.blocking for spec in specs.values())
+
+
+def test_non_empty_warns_on_an_empty_published_output(io_manager, instance):
+    wf = Workflow(
+        name="hollow",
+        stages=[
+            Stage(name="a", config=sampler_builder(), num_records=4, on_success=_no_rows, allow_empty=True),
+            Stage(name="b", config=expression_builder("x", "{{ n }}"), depends_on=["a"]),
+        ],
+    )
+    result = materialize(wf, io_manager, instance)
+    for stage in ("a", "b"):
+        evaluation = _evaluation(result, ["hollow", stage], "non_empty")
+        assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.WARN
+        assert evaluation.metadata["rows"].value == 0
+
+
+def _no_rows(artifact_dir):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(artifact_dir / "parquet-files").slice(0, 0)
+    target = artifact_dir / "none.parquet"
+    pq.write_table(table, target)
+    return target
+
+
+def _evaluation(result: dg.ExecuteInProcessResult, key: list[str], name: str):
+    return next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == name and e.asset_key == dg.AssetKey(key)
+    )
 
 
 def test_checks_pass_on_a_good_run(io_manager, instance):
@@ -49,50 +101,75 @@ def test_checks_pass_on_a_good_run(io_manager, instance):
 
 def _flaky_resource(llm) -> DataDesignerResource:
     return DataDesignerResource(
-        model_providers=[{"name": TEST_PROVIDER, "endpoint": llm.endpoint, "api_key": "k"}],
-        run_config={"disable_early_shutdown": True, "max_conversation_restarts": 0},
+        model_providers=[{"name": TEST_PROVIDER, "endpoint": llm.endpoint, "api_key": "DD_ASSETS_TEST_API_KEY"}],
+        run_config={"disable_early_shutdown": True, "max_conversation_restarts": 0, "buffer_size": 5},
     )
 
 
-def test_low_completion_rate_fails_and_blocks_downstream(io_manager, instance, llm):
-    llm.fault = lambda prompt: (400, {"error": {"message": "bad request"}}) if "blue" in prompt else None
-    builder = sampler_builder()
+def _ordered_seed(tmp_path, colors: list[str]) -> dd.DataDesignerConfigBuilder:
+    """A root stage reading a fixed seed file in order, so which batch a row lands in is known."""
+    import pandas as pd
+
+    path = tmp_path / "colors.parquet"
+    pd.DataFrame({"n": list(range(len(colors))), "color": colors}).to_parquet(path)
+    return expression_builder("label", "{{ color }}-{{ n }}").with_seed_dataset(dd.LocalFileSeedSource(path=str(path)))
+
+
+def _blue_fails(prompt: str):
+    return (400, {"error": {"message": "bad request"}}) if "blue" in prompt else None
+
+
+def test_low_completion_rate_fails_before_publishing_and_a_rerun_regenerates_only_short_batches(
+    io_manager, instance, llm, tmp_path
+):
+    colors = ["red"] * 20
+    colors[0] = colors[7] = "blue"  # one dropped record in batch 0 and in batch 1 (batches of 5)
     wf = Workflow(
         name="flaky",
         stages=[
-            Stage(name="seed", config=builder, num_records=20),
+            Stage(name="seed", config=_ordered_seed(tmp_path, colors)),
             Stage(name="write", config=llm_builder("text", "Write about {{ color }} {{ n }}"), depends_on=["seed"]),
             Stage(name="after", config=expression_builder("y", "{{ text }}"), depends_on=["write"]),
         ],
     )
+    llm.fault = _blue_fails
     result = materialize(wf, io_manager, instance, resource=_flaky_resource(llm), raise_on_error=False)
-    checks = _checks(result, ["flaky", "write"])
-    assert checks["completion_rate"] is False
-    evaluation = next(
-        e
-        for e in result.get_asset_check_evaluations()
-        if e.check_name == "completion_rate" and e.asset_key == dg.AssetKey(["flaky", "write"])
-    )
-    assert evaluation.metadata["rate"].value < 0.95
-    assert io_manager.read_record("flaky", "after") is None  # the blocking check stopped the downstream stage
+    message = failure_message(result, "flaky", "write")
+    assert "workflow 'flaky', stage 'write': generated 18 of 20 requested records (90.0%)" in message
+    assert "below completion_threshold 0.95; nothing was published" in message
+    assert io_manager.read_record("flaky", "write") is None
+    assert io_manager.read_record("flaky", "after") is None  # the downstream stage never ran
+
+    llm.reset()
+    llm.fault = None
+    rerun = materialize(wf, io_manager, instance, resource=_flaky_resource(llm))
+    assert rerun.success
+    # batches 2 and 3 were full and are reused; only batches 0 and 1 (10 records) are requested again
+    assert llm.count("generation") == 10
+    assert metadata_of(rerun, ["flaky", "write"])["dd_assets/resumed"] is True
+    assert io_manager.read_stage("flaky", "write").num_rows == 20
+    assert sorted(io_manager.read_stage("flaky", "write").to_pandas()["n"]) == list(range(20))
 
 
-def test_completion_threshold_is_configurable(io_manager, instance, llm):
-    llm.fault = lambda prompt: (400, {"error": {"message": "bad request"}}) if "blue" in prompt else None
+def test_dropped_records_above_the_threshold_publish_with_a_completion_warning(io_manager, instance, llm, tmp_path):
+    llm.fault = _blue_fails
     wf = Workflow(
         name="lenient",
         stages=[
-            Stage(name="seed", config=sampler_builder(values=["red", "red", "red", "blue"]), num_records=20),
+            Stage(name="seed", config=_ordered_seed(tmp_path, ["red", "red", "red", "blue"] * 5)),
             Stage(
                 name="write",
                 config=llm_builder("text", "Write about {{ color }} {{ n }}"),
                 depends_on=["seed"],
-                completion_threshold=0.1,
+                completion_threshold=0.7,
             ),
         ],
     )
-    result = materialize(wf, io_manager, instance, resource=_flaky_resource(llm), raise_on_error=False)
-    assert _checks(result, ["lenient", "write"])["completion_rate"] is True
+    result = materialize(wf, io_manager, instance, resource=_flaky_resource(llm))
+    evaluation = _evaluation(result, ["lenient", "write"], "completion_rate")
+    assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.metadata["dropped"].value == 5 and evaluation.metadata["rate"].value == 0.75
+    assert io_manager.read_stage("lenient", "write").num_rows == 15
 
 
 def test_judge_score_check(io_manager, instance, llm):
@@ -115,7 +192,38 @@ def test_judge_score_check(io_manager, instance, llm):
             Stage(name="grade", config=judge, depends_on=["seed"], min_judge_score=4.0),
         ],
     )
-    resource = DataDesignerResource(model_providers=[{"name": TEST_PROVIDER, "endpoint": llm.endpoint, "api_key": "k"}])
+    resource = DataDesignerResource(
+        model_providers=[{"name": TEST_PROVIDER, "endpoint": llm.endpoint, "api_key": "DD_ASSETS_TEST_API_KEY"}]
+    )
     result = materialize(wf, io_manager, instance, resource=resource, raise_on_error=False)
     checks = _checks(result, ["judged", "grade"])
     assert checks.get("judge_score") is True, (checks, result.success)
+
+
+def test_batches_that_dropped_records_are_not_paid_for_again_above_the_threshold(io_manager, instance, llm, tmp_path):
+    from dd_assets_tests.test_data_integrity import _FailOnce
+
+    llm.fault = _blue_fails
+    callback = _FailOnce()
+    wf = Workflow(
+        name="enough",
+        stages=[
+            Stage(name="seed", config=_ordered_seed(tmp_path, ["red", "red", "red", "blue"] * 5)),
+            Stage(
+                name="write",
+                config=llm_builder("text", "Write about {{ color }} {{ n }}"),
+                depends_on=["seed"],
+                completion_threshold=0.7,
+                on_success=callback,
+                on_success_version="1",
+            ),
+        ],
+    )
+    assert not materialize(wf, io_manager, instance, resource=_flaky_resource(llm), raise_on_error=False).success
+    llm.reset()
+    rerun = materialize(
+        wf, io_manager, instance, resource=_flaky_resource(llm), selection=[dg.AssetKey(["enough", "write"])]
+    )
+    assert llm.count("generation") == 0  # 15 of 20 is above 0.7: the finished batches are reused as they are
+    assert io_manager.read_stage("enough", "write").num_rows == 15
+    assert metadata_of(rerun, ["enough", "write"])["dd_assets/resumed"] is True

@@ -56,6 +56,8 @@ def test_quickstart_materializes_from_the_cli(tmp_path):
         tmp_path / "data" / "quickstart" / "orders" / _record(tmp_path, "quickstart", "orders")["files"][0]
     )
     assert "unit_price" not in orders.names and "order_total" in orders.names
+    # nothing but what the test pointed somewhere: no ./artifacts from Data Designer's default artifact path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dagster_home", "data", "dd_home"]
 
 
 def test_single_stage_selection_and_run_config_from_the_cli(tmp_path):
@@ -96,7 +98,8 @@ def test_doc_qa_runs_against_a_local_llm_server(tmp_path, llm):
     assert [m["role"] for m in messages] == ["user", "assistant"]
     drafts_schema = pq.read_schema(tmp_path / "data" / "doc_qa" / "drafts" / drafts["files"][0])
     assert {"question", "answer"} <= set(drafts_schema.names) and "chunk_summary" not in drafts_schema.names
-    assert "local-test-key" not in proc.stdout + proc.stderr
+    assert "Bearer local-test-key" in llm.auth_headers  # read from DD_ASSETS_LLM_API_KEY in the run's process ...
+    assert "local-test-key" not in proc.stdout + proc.stderr  # ... never written into config or logs
 
 
 def test_doc_qa_without_a_provider_fails_before_generation(tmp_path, llm):

@@ -149,3 +149,26 @@ def test_definitions_validate_fails_on_a_bad_workflow_file_and_writes_nothing(tm
         "bad.yaml: workflow 'bad', stage 'a', field 'depend_on': unknown key 'depend_on'" in proc.stdout + proc.stderr
     )
     assert not (tmp_path / "data").exists()
+
+
+def test_a_component_runs_its_workflow_concurrently(dg_project):
+    root, env = dg_project
+    folder = root / "src" / "myproj" / "defs" / "conc"
+    folder.mkdir()
+    (folder / "defs.yaml").write_text(
+        "type: dd_assets.DataDesignerWorkflowComponent\n"
+        "attributes:\n"
+        "  execution: concurrent\n"
+        "  max_concurrent_stages: 2\n"
+        "  workflow:\n"
+        "    name: conc\n"
+        "    stages:\n"
+        "      - {name: a, num_records: 4, config: {columns: [{name: c, column_type: sampler,"
+        " sampler_type: category, params: {values: [x, y]}}]}}\n"
+        "      - {name: b, depends_on: [a], config: {columns: [{name: d, column_type: expression,"
+        " expr: '{{ c }}!'}]}}\n"
+    )
+    launched = _dg(["launch", "--assets", "conc/a,conc/b"], root, env)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert "conc__stages" in launched.stdout + launched.stderr
+    assert json.loads((root / "data" / "conc" / "b" / "stage.json").read_text())["output_rows"] == 4

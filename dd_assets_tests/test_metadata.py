@@ -46,7 +46,9 @@ def test_every_metadata_key_is_present(io_manager, instance):
     meta = metadata_of(result, ["meta", "b"])
     assert meta["dagster/row_count"] == 12
     assert [c.name for c in meta["dagster/column_schema"].columns] == ["n", "color", "label", "shout"]
-    assert meta["dagster/uri"] == str(Path(io_manager.base_dir) / "meta" / "b" / "data")
+    version = io_manager.read_record("meta", "b")["version"]
+    assert meta["dagster/uri"] == str(Path(io_manager.base_dir) / "meta" / "b" / "versions" / version)
+    assert meta["dd_assets/version"] == version
     assert meta["dd_assets/preview"].startswith("| n | color | label | shout |")
     assert meta["dd_assets/num_records_actual"] == 12
     assert meta["dd_assets/status"] == "completed"
@@ -99,7 +101,10 @@ def test_stage_record_layout(io_manager, instance):
         "run_id",
         "materialized_at",
     } <= set(record)
-    assert all((stage_dir / f).is_file() and f.startswith("data/") and f.endswith(".parquet") for f in record["files"])
+    assert all(
+        (stage_dir / f).is_file() and f.startswith(f"versions/{record['version']}/") and f.endswith(".parquet")
+        for f in record["files"]
+    )
     for artifact in ("parquet-files", "metadata.json", "builder_config.json"):
         assert (stage_dir / "artifacts" / artifact).exists(), artifact
 

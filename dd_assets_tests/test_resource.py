@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -37,7 +39,9 @@ def _three_llm_stages(name: str) -> Workflow:
 
 
 def test_three_llm_stages_share_one_health_check_and_report_own_usage(io_manager, instance, llm, llm_resource):
-    result = materialize(_three_llm_stages("shared"), io_manager, instance, resource=llm_resource)
+    # its own DataDesigner (another run config): other tests' health checks in this process do not count
+    resource = DataDesignerResource(model_providers=llm_resource.model_providers, run_config={"buffer_size": 999})
+    result = materialize(_three_llm_stages("shared"), io_manager, instance, resource=resource)
     assert result.success
     assert llm.count("health_check") == 1
     assert llm.count("generation") == 4 + 3 + 2
@@ -95,7 +99,8 @@ def test_same_configuration_gives_one_data_designer_per_process(llm_resource):
 
 def test_unconfigured_provider_fails_before_any_request(io_manager, instance, llm):
     resource = DataDesignerResource(
-        model_providers=[{"name": "elsewhere", "endpoint": llm.endpoint, "api_key": "x"}], setup_hint="Set FOO."
+        model_providers=[{"name": "elsewhere", "endpoint": llm.endpoint, "api_key": "DD_ASSETS_TEST_API_KEY"}],
+        setup_hint="Set FOO.",
     )
     wf = Workflow(
         name="noprov",
@@ -132,27 +137,56 @@ def test_api_key_never_reaches_metadata_logs_or_artifacts(io_manager, instance, 
         assert TEST_API_KEY_VALUE not in text, where
 
 
-def test_offline_defaults():
-    resource = DataDesignerResource()
-    assert resource.data_designer_run_config().otel_metrics_port is None
+def _network_audit(llm, tmp_path, *, token_statistics: bool, telemetry: str | None = None) -> dict:
+    """Run the audit fixture in a fresh process: NEMO_TELEMETRY_ENABLED is unset unless ``telemetry`` is given."""
+    env = {k: v for k, v in os.environ.items() if k != "NEMO_TELEMETRY_ENABLED"}
+    env.update(DATA_DESIGNER_HOME=str(tmp_path / "dd_home"), TIKTOKEN_CACHE_DIR=str(tmp_path / "tiktoken"))
+    if telemetry is not None:
+        env["NEMO_TELEMETRY_ENABLED"] = telemetry
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "fixtures" / "network_audit.py"),
+            llm.endpoint,
+            str(int(token_statistics)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_run_reaches_no_host_but_the_model_endpoint_by_default(llm, tmp_path):
+    report = _network_audit(llm, tmp_path, token_statistics=False)
+    assert report["telemetry_enabled"] is False  # with NEMO_TELEMETRY_ENABLED unset in that process
+    assert report["remote_hosts"] == []  # no telemetry, no tokenizer download, no metrics port lookups
+    stats = report["stats"]
+    assert stats["num_unique"] == 3  # column statistics are computed ...
+    assert {stats[f"{kind}_tokens_{m}"] for kind in ("input", "output") for m in ("mean", "median", "stddev")} == {
+        "--"
+    }  # ... except token counts, recorded as not calculated
+
+
+def test_token_statistics_turned_on_fetch_the_tokenizer(llm, tmp_path):
+    # the control for the test above: the audit does see the tokenizer download when asked for
+    report = _network_audit(llm, tmp_path, token_statistics=True)
+    assert "openaipublic.blob.core.windows.net" in report["remote_hosts"]
+
+
+def test_telemetry_can_be_turned_on_before_import(llm, tmp_path):
+    assert _network_audit(llm, tmp_path, token_statistics=False, telemetry="true")["telemetry_enabled"] is True
+
+
+def test_run_config_defaults():
+    assert DataDesignerResource().data_designer_run_config().otel_metrics_port is None
     assert (
         DataDesignerResource(run_config={"otel_metrics_port": 9999}).data_designer_run_config().otel_metrics_port
         == 9999
     )
     assert DataDesignerResource(run_config={"buffer_size": 7}).data_designer_run_config().buffer_size == 7
-    from data_designer.engine.models import telemetry
-
-    assert os.environ["NEMO_TELEMETRY_ENABLED"] == "false"
-    assert telemetry.TELEMETRY_ENABLED is False
-
-
-def test_token_statistics_are_off_without_network(io_manager, instance, llm, llm_resource):
-    from data_designer.engine.analysis.utils import column_statistics_calculations as calc
-
-    result = materialize(_three_llm_stages("tokens"), io_manager, instance, resource=llm_resource)
-    assert calc.count_text_tokens.__name__ == "_count_tokens_disabled"
-    stats = metadata_of(result, ["tokens", "one"])["dd_assets/column_statistics"]["first"]
-    assert stats.get("output_tokens_mean") in ("--", None, "CALCULATION_FAILED") or "output_tokens_mean" not in stats
 
 
 def test_bad_run_config_field_is_a_clear_error():
@@ -178,3 +212,72 @@ def test_conflicting_alias_across_workflows_fails_at_definitions_load():
 def test_default_provider_keys_are_redacted(monkeypatch):
     monkeypatch.setenv("NVIDIA_API_KEY", "nvapi-should-never-be-logged")
     assert "nvapi-should-never-be-logged" in DataDesignerResource().secret_values()
+
+
+def test_the_installed_data_designer_passes_the_compatibility_guard_and_others_fail_it():
+    from dd_assets.resource import (
+        EXPECTED_CREATE_RESOURCE_PROVIDER_PARAMETERS,
+        REGISTRY_METHODS_USED,
+        DataDesignerCompatibilityError,
+        check_data_designer_compatibility,
+        compatibility_problems,
+    )
+
+    check_data_designer_compatibility()  # what is installed is what the override was written against
+    parameters, methods = list(EXPECTED_CREATE_RESOURCE_PROVIDER_PARAMETERS), set(REGISTRY_METHODS_USED)
+    assert compatibility_problems("0.9.6", parameters, methods) == []
+    assert compatibility_problems("0.10.0", parameters, methods) == [
+        "data-designer 0.10.0 is installed; dd_assets supports <0.10,>=0.9.6"
+    ]
+    problems = compatibility_problems("0.9.8", ["self", "dataset_name", "config_builder", "resume"], set())
+    assert problems[0].startswith(
+        "DataDesigner._create_resource_provider takes (self, dataset_name, config_builder, resume)"
+    )
+    assert problems[1].startswith("ModelRegistry lacks register_model_configs")
+    assert issubclass(DataDesignerCompatibilityError, ImportError)
+
+
+def test_the_shared_registry_holds_only_the_models_stages_use(io_manager, instance, llm, llm_resource):
+    materialize(_three_llm_stages("only_used"), io_manager, instance, resource=llm_resource)
+    registry = llm_resource.get_data_designer().shared_registry
+    assert set(registry.model_configs) <= {"test-model", "rt-alias"}  # no Data Designer default models
+
+
+def test_code_versions_do_not_depend_on_the_machines_data_designer_home(tmp_path):
+    script = (
+        "from dd_assets.examples.quickstart import quickstart_workflow\n"
+        "from dd_assets.translator import DataDesignerStageTranslator\n"
+        "wf, t = quickstart_workflow(), DataDesignerStageTranslator()\n"
+        "print({s.name: t.get_code_version(wf, s) for s in wf.stages})\n"
+    )
+    edited = tmp_path / "edited_home"
+    edited.mkdir()
+    (edited / "model_configs.yaml").write_text(
+        "model_configs:\n  - {alias: my-default, model: some/model, provider: nvidia}\n"
+    )
+    versions = []
+    for home in (tmp_path / "fresh_home", edited):
+        env = {**os.environ, "DATA_DESIGNER_HOME": str(home)}
+        env.pop("DATA_DESIGNER_MANAGED_ASSETS_PATH", None)
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        versions.append(proc.stdout.strip().splitlines()[-1])
+    assert versions[0] == versions[1]
+
+
+def test_running_a_stage_creates_nothing_in_the_working_directory(tmp_path, llm):
+    script = (
+        "import dagster as dg\n"
+        "from dd_assets import Stage, Workflow, StageParquetIOManager\n"
+        "from dd_assets_tests.helpers import materialize, sampler_builder\n"
+        "wf = Workflow(name='cwd', stages=[Stage(name='a', config=sampler_builder(), num_records=2)])\n"
+        f"io = StageParquetIOManager(base_dir={str(tmp_path / 'elsewhere')!r})\n"
+        "with dg.DagsterInstance.ephemeral() as instance:\n"
+        "    assert materialize(wf, io, instance).success\n"
+    )
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=workdir, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list(workdir.iterdir()) == []  # no ./artifacts from Data Designer's default artifact path

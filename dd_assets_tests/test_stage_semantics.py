@@ -11,7 +11,22 @@ import pyarrow as pa
 import pytest
 
 from dd_assets import Stage, StageDataset, Workflow, WorkflowDefinitionError
-from dd_assets_tests.helpers import expression_builder, llm_builder, materialize, metadata_of, sampler_builder
+from dd_assets_tests import helpers
+from dd_assets_tests.helpers import (
+    expression_builder,
+    failure_message,
+    llm_builder,
+    materialize,
+    metadata_of,
+    sampler_builder,
+)
+
+
+@pytest.fixture(autouse=True, params=["per_stage", "concurrent"])
+def execution(request, monkeypatch) -> str:
+    """Every stage-semantics test runs in both execution modes: they must behave the same."""
+    monkeypatch.setattr(helpers, "EXECUTION", request.param)
+    return request.param
 
 
 def _read(io_manager, workflow: str, stage: str) -> pd.DataFrame:
@@ -81,7 +96,7 @@ def test_selection_strategy_selects_upstream_rows(io_manager, instance):
     assert list(b["n"]) == list(a["n"][2:7])
 
 
-def test_shuffle_sampling_draws_upstream_rows(io_manager, instance):
+def test_shuffle_sampling_draws_every_upstream_row_once_in_another_order(io_manager, instance):
     wf = Workflow(
         name="shuf",
         stages=[
@@ -91,7 +106,18 @@ def test_shuffle_sampling_draws_upstream_rows(io_manager, instance):
     )
     materialize(wf, io_manager, instance)
     a, b = _read(io_manager, "shuf", "a"), _read(io_manager, "shuf", "b")
-    assert len(b) == 40 and set(b["n"]) <= set(a["n"])
+    # every upstream row drawn once, in another order (40 rows keep their order by chance once in 40!)
+    assert sorted(zip(b["n"], b["color"], strict=True)) == sorted(zip(a["n"], a["color"], strict=True))
+    assert list(b["n"]) != list(a["n"])
+    ordered = Workflow(
+        name="shuf",
+        stages=[
+            Stage(name="a", config=sampler_builder(), num_records=40),
+            Stage(name="b", config=expression_builder("x", "{{ n }}"), depends_on=["a"]),
+        ],
+    )
+    materialize(ordered, io_manager, instance, selection=[dg.AssetKey(["shuf", "b"])])  # ordered: upstream order
+    assert list(_read(io_manager, "shuf", "b")["n"]) == list(a["n"])
 
 
 def test_concat_appends_rows_in_depends_on_order_with_column_union(io_manager, instance):
@@ -147,7 +173,7 @@ def test_zip_puts_rows_side_by_side_and_keeps_shared_columns_once(io_manager, in
 def test_zip_with_different_row_counts_fails_clearly(io_manager, instance):
     result = materialize(_branch_workflow("zipbad", b_records=5), io_manager, instance, raise_on_error=False)
     assert not result.success
-    failure = result.failure_data_for_node("zipbad__d").error.message
+    failure = failure_message(result, "zipbad", "d")
     assert "workflow 'zipbad', stage 'd'" in failure and "field 'combine'" in failure and "b=5, c=12" in failure
 
 
@@ -176,7 +202,7 @@ def test_zip_overlap_unknown_at_load_time_fails_at_run_time(io_manager, instance
         ],
     )
     result = materialize(wf, io_manager, instance, raise_on_error=False)
-    failure = result.failure_data_for_node("zipovl2__d").error.message
+    failure = failure_message(result, "zipovl2", "d")
     assert "both have column 'label' with different values" in failure
 
 
@@ -332,7 +358,7 @@ def test_empty_output_without_allow_empty_fails(io_manager, instance):
         name="noempty", stages=[Stage(name="a", config=sampler_builder(), num_records=5, on_success=_keep_none)]
     )
     result = materialize(wf, io_manager, instance, raise_on_error=False)
-    message = result.failure_data_for_node("noempty__a").error.message
+    message = failure_message(result, "noempty", "a")
     assert "workflow 'noempty', stage 'a': produced an empty output; set allow_empty=True" in message
     assert io_manager.read_record("noempty", "a") is None
 
@@ -392,7 +418,7 @@ def test_failed_run_leaves_the_published_output_intact(io_manager, instance, fai
     )
     result = materialize(bad, io_manager, instance, raise_on_error=False)
     assert not result.success
-    assert "on_success raised RuntimeError('boom')" in result.failure_data_for_node("atomic__a").error.message
+    assert "on_success raised RuntimeError('boom')" in failure_message(result, "atomic", "a")
     assert io_manager.read_record("atomic", "a") == before
     pd.testing.assert_frame_equal(_read(io_manager, "atomic", "a"), before_rows)
     data_files = sorted(p.name for p in (Path(io_manager.stage_dir("atomic", "a").path) / "data").iterdir())
@@ -406,9 +432,17 @@ def test_rematerializing_replaces_the_output_and_removes_old_files(io_manager, i
     materialize(wf, io_manager, instance)
     second = io_manager.read_record("again", "a")
     assert first["files"] != second["files"]
-    data_dir = Path(io_manager.stage_dir("again", "a").path) / "data"
-    assert sorted(f"data/{p.name}" for p in data_dir.iterdir()) == sorted(second["files"])
-    assert not list((Path(io_manager.stage_dir("again", "a").path) / ".staging").glob("*/artifacts"))
+    stage_dir = Path(io_manager.stage_dir("again", "a").path)
+    # data/ is the current version's folder: exactly its files, nothing of another version
+    assert (stage_dir / "data").resolve() == (stage_dir / "versions" / second["version"]).resolve()
+    assert sorted(f"versions/{second['version']}/{p.name}" for p in (stage_dir / "data").iterdir()) == sorted(
+        second["files"]
+    )
+    materialize(wf, io_manager, instance)
+    third = io_manager.read_record("again", "a")
+    # the current and the previous version are kept (for readers of the previous record); older ones go
+    assert sorted(p.name for p in (stage_dir / "versions").iterdir()) == sorted([second["version"], third["version"]])
+    assert not list((stage_dir / ".staging").glob("*/artifacts"))
 
 
 def test_root_stage_with_its_own_seed_defaults_to_the_seed_row_count(io_manager, instance, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -26,49 +27,66 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _graphql(port: int, query: str) -> dict:
+def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
 
-def test_webserver_lists_both_workflows_with_lineage(tmp_path):
+@contextlib.contextmanager
+def running_webserver(target: list[str], env: dict[str, str], cwd: Path, ready_query: str = QUERY):
+    """Start ``dagster-webserver`` on a free port and yield the port once it answers ``ready_query``.
+
+    The process is stopped by its id when the block ends.
+    """
     port = _free_port()
     proc = subprocess.Popen(
-        [str(BIN / "dagster-webserver"), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        env=_env(tmp_path),
-        cwd=REPO,
+        [str(BIN / "dagster-webserver"), *target, "-h", "127.0.0.1", "-p", str(port)],
+        env=env,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 120
-        nodes = None
-        while time.monotonic() < deadline:
+        while True:
             try:
-                data = _graphql(port, QUERY)
-                nodes = data.get("data", {}).get("assetNodes")
-                if nodes:
+                if _graphql(port, ready_query).get("data"):
                     break
             except OSError:
                 pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError("the webserver never answered")
             time.sleep(1)
-        assert nodes, "the webserver never served the asset graph"
-        by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
-        assert {"quickstart/customers", "quickstart/customer_360", "doc_qa/drafts", "doc_qa/chatml"} <= set(by_key)
-        joined = by_key["quickstart/customer_360"]
-        assert joined["groupName"] == "quickstart"
-        assert {"data_designer", "parquet"} <= set(joined["kinds"])
-        assert joined["opVersion"]
-        assert {"/".join(d["path"]) for d in joined["dependencyKeys"]} == {"quickstart/orders", "quickstart/tickets"}
-        assert [d["path"] for d in by_key["doc_qa/chatml"]["dependencyKeys"]] == [["doc_qa", "drafts"]]
+        yield port
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+
+
+def test_webserver_lists_both_workflows_with_lineage(tmp_path):
+    with running_webserver(["-w", str(REPO / "workspace.yaml")], _env(tmp_path), REPO) as port:
+        deadline = time.monotonic() + 120
+        nodes = None
+        while time.monotonic() < deadline:
+            nodes = _graphql(port, QUERY).get("data", {}).get("assetNodes")
+            if nodes:
+                break
+            time.sleep(1)
+    assert nodes, "the webserver never served the asset graph"
+    by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+    assert {"quickstart/customers", "quickstart/customer_360", "doc_qa/drafts", "doc_qa/chatml"} <= set(by_key)
+    joined = by_key["quickstart/customer_360"]
+    assert joined["groupName"] == "quickstart"
+    assert {"data_designer", "parquet"} <= set(joined["kinds"])
+    assert joined["opVersion"]
+    assert {"/".join(d["path"]) for d in joined["dependencyKeys"]} == {"quickstart/orders", "quickstart/tickets"}
+    assert [d["path"] for d in by_key["doc_qa/chatml"]["dependencyKeys"]] == [["doc_qa", "drafts"]]

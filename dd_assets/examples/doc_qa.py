@@ -17,9 +17,11 @@ from pathlib import Path
 
 import data_designer.config as dd
 
+from dd_assets.secrets import ENV_VAR_NAME
 from dd_assets.spec import Stage, Workflow
 
 PROVIDER_NAME = "doc_qa_llm"
+API_KEY_VARIABLE = "DD_ASSETS_LLM_API_KEY"
 MODEL_ALIAS = "doc-qa-model"
 DEFAULT_MODEL = "meta/llama-3.1-8b-instruct"
 
@@ -34,11 +36,19 @@ def llm_provider_from_env() -> dict | None:
     endpoint = os.environ.get("DD_ASSETS_LLM_ENDPOINT")
     if not endpoint:
         return None
+    # The key never enters Dagster's config: the provider names the variable that holds it.
+    key = os.environ.get(API_KEY_VARIABLE)
+    if not key:
+        api_key = None  # a local endpoint without authentication
+    elif ENV_VAR_NAME.fullmatch(key):
+        api_key = key  # DD_ASSETS_LLM_API_KEY=NVIDIA_API_KEY: the name of the variable holding the key
+    else:
+        api_key = API_KEY_VARIABLE  # DD_ASSETS_LLM_API_KEY holds the key itself
     return {
         "name": PROVIDER_NAME,
         "endpoint": endpoint,
         "provider_type": os.environ.get("DD_ASSETS_LLM_PROVIDER_TYPE", "openai"),
-        "api_key": os.environ.get("DD_ASSETS_LLM_API_KEY", "DD_ASSETS_LLM_API_KEY"),
+        "api_key": api_key,
     }
 
 

@@ -1,0 +1,168 @@
+"""Concurrent execution: one Dagster step runs a workflow's selected stages, each as soon as it can.
+
+A stage starts once every upstream stage selected in the same run is published; unselected upstream stages are
+read from storage. Ready stages generate at the same time in worker threads, on the process's one shared
+``DataDesigner`` (one model registry, one health check and one request admission per alias). Each stage is still
+its own asset: the step yields a stage's output the moment it finishes, Dagster publishes and records it, and
+only then is the stage's lock released and its downstream stages started. A failed stage stops only its
+downstream stages; the others finish and publish, and the step then fails naming every failed stage and why.
+
+Each stage runs through the same :class:`~dd_assets.stage_runner.StageRun` as in the per-stage mode, so resume,
+atomic publish, overrides, joins, empty outputs and checks behave the same.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from dd_assets.dagster_agreement import reconcile_if_idle
+from dd_assets.io_manager import StageParquetIOManager
+from dd_assets.resource import DataDesignerResource
+from dd_assets.secrets import redact
+from dd_assets.spec import Stage, Workflow
+from dd_assets.stage_runner import StageFailure, StageRun, StageRunConfig
+
+
+class WorkflowRunConfig(dg.Config):
+    """Per-run settings of a concurrently executed workflow (launchpad / ``--config``).
+
+    Attributes:
+        stages: per-stage settings by stage name (``num_records``, ``output_override``), as in the per-stage mode.
+        max_concurrent_stages: at most this many stages generate at once in this run (overrides the workflow's).
+    """
+
+    stages: dict[str, StageRunConfig] = {}
+    max_concurrent_stages: int | None = None
+
+
+@dataclass
+class StagePlan:
+    """What the concurrent runner needs to know of one stage."""
+
+    stage: Stage
+    asset_key: dg.AssetKey
+    code_version: str
+    upstream_keys: dict[str | dg.AssetKey, dg.AssetKey]
+
+
+@dataclass
+class ConcurrentWorkflowRun:
+    """One execution of a workflow's selected stages in one step."""
+
+    context: dg.AssetExecutionContext
+    workflow: Workflow
+    plans: dict[str, StagePlan]  # by stage name, in dependency order
+    resource: DataDesignerResource
+    io_manager: StageParquetIOManager
+    config: WorkflowRunConfig
+    max_concurrent_stages: int | None = None
+    _finished: queue.Queue = field(default_factory=queue.Queue)
+
+    @property
+    def where(self) -> str:
+        return f"workflow {self.workflow.name!r}"
+
+    def execute(self, external_values: dict[dg.AssetKey, Any]) -> Iterator[Any]:
+        """Run the selected stages; yield each stage's output and check results as it finishes."""
+        unknown = sorted(set(self.config.stages) - set(self.plans))
+        if unknown:
+            raise StageFailure(
+                description=f"{self.where}: run config names unknown stage(s) {', '.join(map(repr, unknown))} "
+                f"(stages: {', '.join(self.plans)})"
+            )
+        selected = [name for name, plan in self.plans.items() if plan.asset_key in self.context.selected_asset_keys]
+        cap = self.config.max_concurrent_stages or self.max_concurrent_stages or len(selected) or 1
+        pending = list(selected)
+        running: dict[str, StageRun] = {}
+        published: set[str] = set()
+        failed: dict[str, str] = {}
+        skipped: dict[str, str] = {}
+        pool = ThreadPoolExecutor(max_workers=cap, thread_name_prefix=f"dd-assets-{self.workflow.name}")
+        try:
+            while pending or running:
+                for name in list(pending):
+                    blocked = [u for u in self._upstream_stages(name) if u in failed or u in skipped]
+                    if blocked:
+                        pending.remove(name)
+                        cause = "failed" if blocked[0] in failed else "was not run"
+                        skipped[name] = f"not run: upstream stage {blocked[0]!r} {cause}"
+                for name in list(pending):
+                    if len(running) >= cap:
+                        break
+                    if all(u in published or u not in selected for u in self._upstream_stages(name)):
+                        pending.remove(name)
+                        running[name] = self._stage_run(name)
+                        pool.submit(self._work, name, running[name], external_values)
+                if not running:
+                    break  # nothing left can start
+                name, output, error = self._finished.get()
+                run = running.pop(name)
+                if error is not None:
+                    run.close()
+                    failed[name] = error
+                    self.context.log.error(f"{self.where}, stage {name!r} failed: {error}")
+                    continue
+                try:
+                    yield output  # Dagster publishes the stage and records its materialization here
+                finally:
+                    run.close()
+                selected_checks = self.context.selected_asset_check_keys
+                yield from (
+                    result
+                    for result in run.check_results
+                    if dg.AssetCheckKey(result.asset_key, result.check_name) in selected_checks
+                )
+                published.add(name)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            for run in running.values():
+                run.close()
+        if failed or skipped:
+            lines = [f"stage {name!r}: {reason}" for name, reason in {**failed, **skipped}.items()]
+            raise StageFailure(
+                description=f"{self.where}: {len(failed)} stage(s) failed"
+                + (f", {len(skipped)} not run" if skipped else "")
+                + f" ({len(published)} published). "
+                + "; ".join(lines)
+            )
+
+    def _upstream_stages(self, name: str) -> list[str]:
+        return self.plans[name].stage.upstream_stage_names
+
+    def _stage_run(self, name: str) -> StageRun:
+        plan = self.plans[name]
+        return StageRun(
+            context=self.context,
+            workflow=self.workflow,
+            stage=plan.stage,
+            config=self.config.stages.get(name, StageRunConfig()),
+            code_version=plan.code_version,
+            resource=self.resource,
+            io_manager=self.io_manager,
+            upstream_keys=plan.upstream_keys,
+            asset_key=plan.asset_key,
+            output_name=self.context.assets_def.get_output_name_for_asset_key(plan.asset_key),
+        )
+
+    def _work(self, name: str, run: StageRun, external_values: dict[dg.AssetKey, Any]) -> None:
+        """In a worker thread: take the stage's lock, read its upstreams, generate; hand the output back."""
+        try:
+            run.open()
+            upstream_values = {dep: self._upstream_value(dep, run, external_values) for dep in run.stage.depends_on}
+            self._finished.put((name, run.produce(upstream_values), None))
+        except BaseException as exc:  # noqa: BLE001 - every failure is reported by the main thread
+            message = exc.description if isinstance(exc, dg.Failure) else f"{type(exc).__name__}: {exc}"
+            self._finished.put((name, None, redact(str(message), run.secrets)))
+
+    def _upstream_value(self, dep: str | dg.AssetKey, run: StageRun, external_values: dict[dg.AssetKey, Any]) -> Any:
+        key = run.upstream_keys[dep]
+        if isinstance(dep, dg.AssetKey):
+            return external_values[key]
+        reconcile_if_idle(self.io_manager, self.workflow.name, dep, key, self.context.instance, self.context.log)
+        return self.io_manager.read_stage(self.workflow.name, dep)

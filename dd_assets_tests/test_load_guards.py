@@ -1,0 +1,155 @@
+"""Load-time guards: names, op-name collisions, record counts, duplicate YAML keys, MCP tool columns.
+
+Each of these used to pass the load-time checks and fail later (unclearly, or not at all).
+"""
+
+from __future__ import annotations
+
+import data_designer.config as dd
+import pytest
+
+from dd_assets import Stage, Workflow, WorkflowDefinitionError, build_workflow_definitions
+from dd_assets.spec import DEFAULT_MAX_NUM_RECORDS, MAX_NAME_LENGTH
+from dd_assets_tests.helpers import expression_builder, materialize, sampler_builder
+from dd_assets_tests.test_yaml import _load_error, _stage, _workflow_text
+
+
+def _error(stages, name="wf", **workflow_fields) -> str:
+    with pytest.raises(WorkflowDefinitionError) as info:
+        Workflow(name=name, stages=stages, **workflow_fields)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("bad", ["a\n", "a\r\n", "\na", "a\t"])
+def test_names_with_trailing_or_leading_whitespace_are_rejected(bad):
+    assert "stage name" in _error([Stage(name=bad, config=sampler_builder())]) and "field 'name'" in _error(
+        [Stage(name=bad, config=sampler_builder())]
+    )
+    message = _error([Stage(name="a", config=sampler_builder())], name=bad)
+    assert "workflow name" in message and "field 'name'" in message
+
+
+def test_workflow_names_with_a_dash_are_rejected_because_dagster_groups_allow_none():
+    message = _error([Stage(name="a", config=sampler_builder())], name="my-workflow")
+    assert "workflow name 'my-workflow' is invalid: use letters, digits and '_' only" in message
+
+
+def test_stage_names_may_hold_a_dash_and_materialize(io_manager, instance):
+    wf = Workflow(name="dash", stages=[Stage(name="first-stage", config=sampler_builder(), num_records=3)])
+    assert materialize(wf, io_manager, instance).success
+    assert io_manager.read_stage("dash", "first-stage").num_rows == 3
+
+
+def test_names_longer_than_the_cap_are_rejected():
+    long = "s" * (MAX_NAME_LENGTH + 1)
+    assert f"is {MAX_NAME_LENGTH + 1} characters long" in _error([Stage(name=long, config=sampler_builder())])
+    assert "characters long" in _error([Stage(name="a", config=sampler_builder())], name=long)
+
+
+def test_stages_that_share_an_op_name_are_named():
+    message = _error([Stage(name="a-b", config=sampler_builder()), Stage(name="a_b", config=sampler_builder())])
+    assert "stage 'a_b', field 'name'" in message
+    assert "stages 'a-b' and 'a_b' both become the Dagster op 'wf__a_b'" in message
+
+
+def test_stages_of_two_workflows_that_share_an_op_name_are_named():
+    one = Workflow(name="a__b", stages=[Stage(name="c", config=sampler_builder())])
+    two = Workflow(name="a", stages=[Stage(name="b__c", config=sampler_builder())])
+    with pytest.raises(WorkflowDefinitionError) as info:
+        build_workflow_definitions([one, two])
+    message = str(info.value)
+    assert "workflow 'a', stage 'b__c', field 'name'" in message
+    assert "Dagster op 'a__b__c', like stage 'c' of workflow 'a__b'" in message
+
+
+@pytest.mark.parametrize("bad", [True, False, 2.0, "5", 10**12])
+def test_num_records_must_be_a_plain_integer_within_the_bound(bad):
+    message = _error([Stage(name="a", config=sampler_builder(), num_records=bad)])
+    assert "stage 'a', field 'num_records'" in message
+    if bad == 10**12:
+        assert f"above the workflow's max_num_records ({DEFAULT_MAX_NUM_RECORDS:,})" in message
+
+
+def test_the_num_records_bound_is_configurable():
+    wf = Workflow(
+        name="big", stages=[Stage(name="a", config=sampler_builder(), num_records=10**8)], max_num_records=10**9
+    )
+    assert wf.stage("a").num_records == 10**8
+    assert "above the workflow's max_num_records (50)" in _error(
+        [Stage(name="a", config=sampler_builder(), num_records=51)], max_num_records=50
+    )
+    assert "field 'max_num_records'" in _error([Stage(name="a", config=sampler_builder())], max_num_records=True)
+
+
+def test_run_config_num_records_is_held_to_the_bound(io_manager, instance):
+    wf = Workflow(name="runbound", stages=[Stage(name="a", config=sampler_builder())], max_num_records=100)
+    result = materialize(
+        wf,
+        io_manager,
+        instance,
+        run_config={"ops": {"runbound__a": {"config": {"num_records": 101}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    message = result.failure_data_for_node("runbound__a").error.message
+    assert "workflow 'runbound', stage 'a'" in message and "above the workflow's max_num_records (100)" in message
+    assert io_manager.read_record("runbound", "a") is None
+
+
+@pytest.mark.parametrize("bad", ["true", "1e12", "1000000000000"])
+def test_yaml_num_records_is_strict(tmp_path, bad):
+    message = _load_error(tmp_path, _workflow_text(_stage("a", f"\n    num_records: {bad}")))
+    assert "stage 'a', field 'num_records'" in message
+
+
+def test_yaml_max_num_records_raises_the_bound(tmp_path):
+    from dd_assets_tests.test_yaml import _write
+
+    path = _write(
+        tmp_path, "max_num_records: 1000000000000\n" + _workflow_text(_stage("a", "\n    num_records: 20000000"))
+    )
+    assert Workflow.from_yaml(path).stage("a").num_records == 20_000_000
+
+
+def test_yaml_name_with_a_newline_is_rejected(tmp_path):
+    message = _load_error(tmp_path, _workflow_text(_stage('"a\\n"')))
+    assert "field 'name'" in message and "'a\\n'" in message
+
+
+def test_duplicate_yaml_keys_are_rejected_with_their_line(tmp_path):
+    text = _workflow_text(_stage("a", "\n    num_records: 5\n    num_records: 50"))
+    message = _load_error(tmp_path, text)
+    assert "duplicate key 'num_records' (first given on line 9)" in message and "line 10" in message
+
+
+def test_duplicate_keys_in_a_stage_config_file_are_rejected(tmp_path):
+    config = tmp_path / "cfg.yaml"
+    config.write_text(
+        "columns:\n  - {name: n, column_type: sampler, sampler_type: uniform, params: {low: 0, high: 9}}\ncolumns: []\n"
+    )
+    message = _error([Stage(name="a", config=config)])
+    assert "stage 'a', field 'config'" in message and "duplicate key 'columns'" in message
+
+
+def test_mcp_tool_columns_are_rejected_when_definitions_load():
+    builder = dd.DataDesignerConfigBuilder(
+        model_configs=[dd.ModelConfig(alias="m", model="m", provider="p")],
+        tool_configs=[dd.ToolConfig(tool_alias="search", providers=["mcp"])],
+    )
+    builder.add_column(dd.LLMTextColumnConfig(name="answer", model_alias="m", prompt="Hi", tool_alias="search"))
+    message = _error([Stage(name="tools", config=builder)])
+    assert "stage 'tools', field 'config'" in message
+    assert "column 'answer' (tool_alias 'search') use MCP tool calling, which dd_assets does not support" in message
+
+
+def test_an_expression_stage_is_not_mistaken_for_a_tool_stage():
+    assert Workflow(name="ok", stages=[Stage(name="a", config=expression_builder("x", "1"), num_records=1)])
+
+
+def test_yaml_merge_keys_and_their_overrides_still_load(tmp_path):
+    from dd_assets import strict_yaml
+
+    text = "defaults: &b {<<: {x: 1}, x: 2}\nother: {<<: *b, y: 3}\n"
+    assert strict_yaml.safe_load(text) == {"defaults": {"x": 2}, "other": {"x": 2, "y": 3}}
+    with pytest.raises(Exception, match="duplicate key 'x'"):
+        strict_yaml.safe_load("a: {x: 1, x: 2}\n")
