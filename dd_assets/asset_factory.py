@@ -63,6 +63,14 @@ def build_concurrent_workflow_asset(
     """
     translator = translator or DataDesignerStageTranslator()
     stages = workflow.topological_order()
+    partitioned = [stage.name for stage in stages if stage.partitions_def is not None]
+    if partitioned:
+        raise WorkflowDefinitionError(
+            f"stages {partitioned} are partitioned: partitions run one per Dagster step, so this workflow needs "
+            "execution 'per_stage'",
+            workflow=workflow.name,
+            field="execution",
+        )
     plans: dict[str, StagePlan] = {}
     specs = []
     for stage in stages:

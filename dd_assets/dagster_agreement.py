@@ -13,7 +13,13 @@ from typing import Any
 
 import dagster as dg
 
-from dd_assets.io_manager import STAGE_RECORD, VERSION_METADATA_KEY, StageParquetIOManager, StageRecordUnreadableError
+from dd_assets.io_manager import (
+    STAGE_RECORD,
+    VERSION_METADATA_KEY,
+    StageParquetIOManager,
+    StageRecordUnreadableError,
+    describe,
+)
 from dd_assets.stage_lock import StageBusyError, StageLock, process_is_gone
 
 
@@ -24,6 +30,7 @@ def reconcile(
     asset_key: dg.AssetKey,
     instance: dg.DagsterInstance,
     lock: StageLock | None = None,
+    partition: str | None = None,
 ) -> str | None:
     """Make Dagster agree with storage after a run died while writing the stage.
 
@@ -32,26 +39,26 @@ def reconcile(
     ``stage.json`` was written by a run this instance knows that ended without success, and Dagster never
     recorded that version (the run died between the commit and Dagster's record of it), the version is recorded
     now: a runless materialization carrying the stored metadata. Returns a message when it did anything.
+    ``partition`` names one partition of a partitioned stage.
     """
+    where = describe(workflow, stage, partition)
     messages = []
     dead_run = _run_that_died_holding(io_manager, instance, lock) if lock is not None else None
     if dead_run is not None:
-        instance.report_run_failed(
-            dead_run, f"workflow {workflow!r}, stage {stage!r}: the run's process died while writing the stage"
-        )
+        instance.report_run_failed(dead_run, f"{where}: the run's process died while writing the stage")
         messages.append(f"marked run {dead_run.run_id} failed: its process died while writing the stage")
-    record = io_manager.read_record(workflow, stage)
+    record = io_manager.read_record(workflow, stage, partition)
     run = instance.get_run_by_id(record["run_id"]) if record and record.get("run_id") else None
     if (
         run is not None
         and record.get("version")
         and run.is_finished
         and run.status != dg.DagsterRunStatus.SUCCESS  # a successful run recorded its output (even if wiped since)
-        and not _dagster_recorded(instance, asset_key, run.run_id, record["version"])
+        and not _dagster_recorded(instance, asset_key, run.run_id, record["version"], partition)
     ):
-        instance.report_runless_asset_event(recovered_materialization(asset_key, record))
+        instance.report_runless_asset_event(recovered_materialization(asset_key, record, partition))
         messages.append(
-            f"workflow {workflow!r}, stage {stage!r}: version {record['version']} was committed by run "
+            f"{where}: version {record['version']} was committed by run "
             f"{record['run_id']}, which ended before Dagster recorded it; recorded it now so Dagster and storage "
             "agree"
         )
@@ -83,21 +90,22 @@ def reconcile_if_idle(
     asset_key: dg.AssetKey,
     instance: dg.DagsterInstance,
     log: Any,
+    partition: str | None = None,
 ) -> None:
     """:func:`reconcile`, when no run is writing the stage right now (a reader never waits for a writer, and a
     writer arriving meanwhile waits the few milliseconds this takes)."""
     try:
-        if not (io_manager.stage_dir(workflow, stage) / STAGE_RECORD).exists():
+        if not (io_manager.stage_dir(workflow, stage, partition) / STAGE_RECORD).exists():
             return  # nothing published: nothing to reconcile, and a reader creates no folders
     except OSError:
         return
-    lock = io_manager.stage_lock(workflow, stage, run_id="reader", reader=True)
+    lock = io_manager.stage_lock(workflow, stage, run_id="reader", reader=True, partition=partition)
     try:
         lock.acquire()
     except (StageBusyError, OSError):
         return
     try:
-        message = reconcile(io_manager, workflow, stage, asset_key, instance, lock)
+        message = reconcile(io_manager, workflow, stage, asset_key, instance, lock, partition)
         if message:
             log.warning(message)
     except StageRecordUnreadableError:
@@ -106,13 +114,20 @@ def reconcile_if_idle(
         lock.release()
 
 
-def _dagster_recorded(instance: dg.DagsterInstance, asset_key: dg.AssetKey, run_id: str, version: str) -> bool:
+def _dagster_recorded(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, run_id: str, version: str, partition: str | None = None
+) -> bool:
     """Whether Dagster holds a materialization of ``version``: in the run's own events, or recorded since."""
     run_events = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
     materializations = [r.event_log_entry.asset_materialization for r in run_events]
-    materializations += [r.asset_materialization for r in instance.fetch_materializations(asset_key, limit=25).records]
+    records_filter = (
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]) if partition else asset_key
+    )
+    materializations += [
+        r.asset_materialization for r in instance.fetch_materializations(records_filter, limit=25).records
+    ]
     for materialization in materializations:
-        if materialization is None or materialization.asset_key != asset_key:
+        if materialization is None or materialization.asset_key != asset_key or materialization.partition != partition:
             continue
         value = materialization.metadata.get(VERSION_METADATA_KEY)
         if value is not None and value.value == version:
@@ -120,7 +135,9 @@ def _dagster_recorded(instance: dg.DagsterInstance, asset_key: dg.AssetKey, run_
     return False
 
 
-def recovered_materialization(asset_key: dg.AssetKey, record: dict[str, Any]) -> dg.AssetMaterialization:
+def recovered_materialization(
+    asset_key: dg.AssetKey, record: dict[str, Any], partition: str | None = None
+) -> dg.AssetMaterialization:
     """The materialization of a committed version whose run died before Dagster recorded it."""
     from dagster._core.definitions.data_version import CODE_VERSION_TAG, DATA_VERSION_TAG
 
@@ -131,6 +148,7 @@ def recovered_materialization(asset_key: dg.AssetKey, record: dict[str, Any]) ->
         tags[CODE_VERSION_TAG] = record["code_version"]
     return dg.AssetMaterialization(
         asset_key=asset_key,
+        partition=partition,
         description=f"Recovered: committed by run {record['run_id']}, which ended before Dagster recorded it.",
         metadata={
             VERSION_METADATA_KEY: dg.MetadataValue.text(record["version"]),

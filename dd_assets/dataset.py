@@ -72,6 +72,32 @@ class StageDataset:
         return self.to_arrow().to_pandas()
 
     @classmethod
+    def combine(cls, parts: list[StageDataset], path: UPath) -> StageDataset:
+        """Several partitions of a stage as one dataset, in the given order.
+
+        ``record`` holds each partition's record under ``partitions`` and a ``data_version`` of them all.
+        """
+        import hashlib
+
+        schemas = [part.schema for part in parts if part.num_rows or part.schema.names]
+        schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
+        versions = [str(part.record.get("data_version")) for part in parts]
+        num_rows = sum(part.num_rows for part in parts)
+        record = {
+            "partitions": {str(part.record.get("partition")): part.record for part in parts},
+            "data_version": hashlib.sha256("|".join(versions).encode()).hexdigest()[:16],
+            "output_rows": num_rows,
+        }
+        return cls(
+            path=path,
+            files=tuple(file for part in parts for file in part.files),
+            num_rows=num_rows,
+            schema=schema,
+            status="completed" if num_rows else (parts[0].status if parts else "completed_empty"),
+            record=record,
+        )
+
+    @classmethod
     def from_files(cls, path: UPath, files: list[UPath], *, status: str = "completed", record: dict | None = None):
         """Build a handle from parquet files, reading only their footers."""
         num_rows = 0

@@ -6,6 +6,7 @@ Layout (public)::
     <base_dir>/<workflow>/<stage>/versions/<version>/*.parquet  each published version, never changed
     <base_dir>/<workflow>/<stage>/data -> versions/<version>  (local base_dir) the current version
     <base_dir>/<workflow>/<stage>/artifacts/                 Data Designer's artifact directory
+    <base_dir>/<workflow>/<stage>/partitions/<key>/          a partitioned stage: the same layout per partition
 
 A stage runs in a local work directory (``<stage>/.staging/<key>`` for a local ``base_dir``). Publishing
 writes the new parquet files into a fresh ``versions/<version>/`` folder, checks that the run still holds
@@ -26,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import dagster as dg
 import pyarrow as pa
@@ -63,6 +66,20 @@ STAGING_DIR = ".staging"
 LOCK_FILE = ".lock"
 VERSION_METADATA_KEY = "dd_assets/version"
 LEGACY_PREVIOUS_DIR = ".previous"
+PARTITIONS_DIR = "partitions"
+
+
+def partition_dir_name(partition: str) -> str:
+    """The folder name of a partition key: the key itself when it is a plain name, else percent-encoded."""
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.=-]*", partition):
+        return partition
+    return quote(partition, safe="") or "%00"
+
+
+def describe(workflow: str, stage: str, partition: str | None = None) -> str:
+    """``workflow 'w', stage 's'`` (and ``, partition 'k'``): how messages name a stage or one partition."""
+    where = f"workflow {workflow!r}, stage {stage!r}"
+    return f"{where}, partition {partition!r}" if partition is not None else where
 
 
 @dataclass
@@ -76,6 +93,7 @@ class StageOutput:
     files: list[Path]
     record: dict[str, Any]
     lock: StageLock
+    partition: str | None = None
     artifacts_dir: Path | None = None
     extra_cleanup: list[Path] = field(default_factory=list)
 
@@ -170,20 +188,22 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         """True when ``base_dir`` is on the local file system."""
         return UPath(self.base_dir).protocol in ("", "file", "local")
 
-    def stage_dir(self, workflow: str, stage: str) -> UPath:
-        """``<base_dir>/<workflow>/<stage>``."""
-        return self.root / workflow / stage
+    def stage_dir(self, workflow: str, stage: str, partition: str | None = None) -> UPath:
+        """``<base_dir>/<workflow>/<stage>``, or ``<...>/<stage>/partitions/<key>`` for one partition."""
+        path = self.root / workflow / stage
+        return path / PARTITIONS_DIR / partition_dir_name(partition) if partition is not None else path
 
-    def work_root(self, workflow: str, stage: str) -> Path:
+    def work_root(self, workflow: str, stage: str, partition: str | None = None) -> Path:
         """The local directory holding a stage's work directories.
 
         For a URL ``base_dir`` it lives under ``local_work_dir`` in a folder keyed by the ``base_dir`` (and the
         endpoint), so two buckets with the same workflow never share or clean up each other's work.
         """
         if self.is_local:
-            return Path(self.stage_dir(workflow, stage).path) / STAGING_DIR
+            return Path(self.stage_dir(workflow, stage, partition).path) / STAGING_DIR
         base = Path(self.local_work_dir or Path(tempfile.gettempdir()) / "dd_assets_work")
-        return base / self.base_dir_key() / workflow / stage
+        folder = base / self.base_dir_key() / workflow / stage
+        return folder / PARTITIONS_DIR / partition_dir_name(partition) if partition is not None else folder
 
     def base_dir_key(self) -> str:
         """A short stable name for ``base_dir`` (and its endpoint), for local folders that belong to it."""
@@ -192,56 +212,58 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         )
         return hashlib.sha256(f"{self.base_dir}|{endpoint or ''}".encode()).hexdigest()[:12]
 
-    def work_dir(self, workflow: str, stage: str, key: str) -> Path:
+    def work_dir(self, workflow: str, stage: str, key: str, partition: str | None = None) -> Path:
         """The local directory a stage run generates into; keyed so that a rerun of the same work resumes."""
-        return self.work_root(workflow, stage) / key
+        return self.work_root(workflow, stage, partition) / key
 
-    def lock_path(self, workflow: str, stage: str) -> Path:
-        """The local file whose lock makes one run at a time write a stage."""
+    def lock_path(self, workflow: str, stage: str, partition: str | None = None) -> Path:
+        """The local file whose lock makes one run at a time write a stage (or one partition of it)."""
         if self.is_local:
-            return Path(self.stage_dir(workflow, stage).path) / LOCK_FILE
-        return self.work_root(workflow, stage) / LOCK_FILE
+            return Path(self.stage_dir(workflow, stage, partition).path) / LOCK_FILE
+        return self.work_root(workflow, stage, partition) / LOCK_FILE
 
-    def stage_lock(self, workflow: str, stage: str, run_id: str, *, reader: bool = False) -> StageLock:
+    def stage_lock(
+        self, workflow: str, stage: str, run_id: str, *, reader: bool = False, partition: str | None = None
+    ) -> StageLock:
         """The writer lock of a stage (not yet taken): use it as a context manager around the whole run.
 
         ``reader=True`` gives the brief lock a reader takes to check the stage (it never makes a writer fail).
         """
         return StageLock(
-            self.lock_path(workflow, stage),
+            self.lock_path(workflow, stage, partition),
             owner={"run": run_id, "pid": os.getpid(), "host": socket.gethostname()},
             timeout_s=0 if reader else self.lock_timeout_s,
-            what=f"workflow {workflow!r}, stage {stage!r}",
+            what=describe(workflow, stage, partition),
             reader=reader,
         )
 
     # --- reading -----------------------------------------------------------------------------
-    def read_record(self, workflow: str, stage: str) -> dict[str, Any] | None:
-        """The published ``stage.json`` of a stage, or ``None`` when it was never published.
+    def read_record(self, workflow: str, stage: str, partition: str | None = None) -> dict[str, Any] | None:
+        """The published ``stage.json`` of a stage (or partition), or ``None`` when it was never published.
 
         Raises :class:`StageRecordUnreadableError` when the record is not valid JSON with a file list.
         """
-        path = self.stage_dir(workflow, stage) / STAGE_RECORD
+        path = self.stage_dir(workflow, stage, partition) / STAGE_RECORD
+        where = describe(workflow, stage, partition)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StageStorageError(f"workflow {workflow!r}, stage {stage!r}: cannot read {path}: {exc}") from None
+            raise StageStorageError(f"{where}: cannot read {path}: {exc}") from None
         try:
             record = json.loads(data.decode("utf-8"))  # UnicodeDecodeError is a ValueError
             if not isinstance(record, dict) or not all(isinstance(f, str) for f in record["files"]):
                 raise ValueError("not a stage record")
         except (ValueError, KeyError, TypeError) as exc:
             raise StageRecordUnreadableError(
-                f"workflow {workflow!r}, stage {stage!r}: {path} is unreadable ({exc}); rematerialize the stage to "
-                "repair it"
+                f"{where}: {path} is unreadable ({exc}); rematerialize the stage to repair it"
             ) from None
         return record
 
-    def set_aside_unreadable_record(self, workflow: str, stage: str) -> UPath:
+    def set_aside_unreadable_record(self, workflow: str, stage: str, partition: str | None = None) -> UPath:
         """Move an unreadable ``stage.json`` to ``stage.json.unreadable-<time>`` (kept for inspection)."""
-        stage_dir = self.stage_dir(workflow, stage)
+        stage_dir = self.stage_dir(workflow, stage, partition)
         target = stage_dir / f"{STAGE_RECORD}.unreadable-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
         source = stage_dir / STAGE_RECORD
         if self.is_local:
@@ -250,31 +272,82 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             source.fs.mv(source.path, target.path)
         return target
 
-    def read_stage(self, workflow: str, stage: str) -> StageDataset:
-        """A handle on the published output of a stage."""
-        record = self.read_record(workflow, stage)
-        stage_dir = self.stage_dir(workflow, stage)
-        if record is None:
+    def read_stage(
+        self,
+        workflow: str,
+        stage: str,
+        partition_key: str | None = None,
+        *,
+        partition_keys: list[str] | None = None,
+    ) -> StageDataset:
+        """A handle on the published output of a stage.
+
+        For a partitioned stage, ``partition_key`` gives one partition; without it, every partition is read in
+        key order (``partition_keys``, when given, are the keys expected: a missing one is an error).
+        """
+        if partition_key is not None:
+            return self._read_one(workflow, stage, partition_key)
+        if partition_keys is None and (self.stage_dir(workflow, stage) / STAGE_RECORD).exists():
+            return self._read_one(workflow, stage, None)
+        keys = partition_keys if partition_keys is not None else self.stored_partitions(workflow, stage)
+        if not keys:
             raise StageStorageError(
-                f"workflow {workflow!r}, stage {stage!r}: no published output at {stage_dir}; materialize it first"
+                f"{describe(workflow, stage)}: no published output at {self.stage_dir(workflow, stage)}; "
+                "materialize it first"
             )
+        missing = [key for key in keys if self.read_record(workflow, stage, key) is None]
+        if missing:
+            raise StageStorageError(
+                f"{describe(workflow, stage)}: partition(s) {', '.join(map(repr, missing))} of {len(keys)} are not "
+                "materialized; materialize them (or backfill the stage) before reading the whole stage"
+            )
+        return StageDataset.combine(
+            [self._read_one(workflow, stage, key) for key in keys], self.stage_dir(workflow, stage)
+        )
+
+    def stored_partitions(self, workflow: str, stage: str) -> list[str]:
+        """The keys of a partitioned stage's published partitions, in key order (as stored in their records)."""
+        folder = self.stage_dir(workflow, stage) / PARTITIONS_DIR
+        if not folder.exists():
+            return []
+        keys = []
+        for child in folder.iterdir():
+            try:
+                raw = (child / STAGE_RECORD).read_bytes()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            try:
+                key = json.loads(raw.decode("utf-8")).get("partition")
+            except ValueError:
+                key = None
+            keys.append(key if isinstance(key, str) else child.name)
+        return sorted(keys)
+
+    def _read_one(self, workflow: str, stage: str, partition: str | None) -> StageDataset:
+        where = describe(workflow, stage, partition)
+        record = self.read_record(workflow, stage, partition)
+        stage_dir = self.stage_dir(workflow, stage, partition)
+        if record is None:
+            raise StageStorageError(f"{where}: no published output at {stage_dir}; materialize it first")
         files = [stage_dir / name for name in record["files"]]
         missing = [str(f) for f in files if not f.exists()]
         if missing:
             raise StageStorageError(
-                f"workflow {workflow!r}, stage {stage!r}: published files are missing ({', '.join(missing)}); "
-                "rematerialize the stage"
+                f"{where}: published files are missing ({', '.join(missing)}); rematerialize the stage"
             )
         return StageDataset.from_files(
-            self.version_dir(workflow, stage, record), files, status=record.get("status", "completed"), record=record
+            self.version_dir(workflow, stage, record, partition),
+            files,
+            status=record.get("status", "completed"),
+            record=record,
         )
 
-    def version_dir(self, workflow: str, stage: str, record: dict[str, Any]) -> UPath:
+    def version_dir(self, workflow: str, stage: str, record: dict[str, Any], partition: str | None = None) -> UPath:
         """The folder holding exactly the files of ``record`` (what ``dagster/uri`` points at)."""
         files = record.get("files") or []
         folders = {str(Path(name).parent) for name in files}
         folder = folders.pop() if len(folders) == 1 else f"{VERSIONS_DIR}/{record.get('version', '')}"
-        return self.stage_dir(workflow, stage) / folder
+        return self.stage_dir(workflow, stage, partition) / folder
 
     # --- dagster hooks -------------------------------------------------------------------------
     def handle_output(self, context: dg.OutputContext, obj: StageOutput) -> None:
@@ -290,8 +363,16 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         workflow, stage = stage_of(upstream.asset_key, upstream.definition_metadata)
         from dd_assets.dagster_agreement import reconcile_if_idle
 
-        reconcile_if_idle(self, workflow, stage, upstream.asset_key, context.instance, context.log)
-        dataset = self.read_stage(workflow, stage)
+        if context.has_asset_partitions:  # the upstream partitions this run reads, in the definition's key order
+            wanted = set(context.asset_partition_keys)
+            every = context.asset_partitions_def.get_partition_keys(dynamic_partitions_store=context.instance)
+            keys = [key for key in every if key in wanted] + sorted(wanted - set(every))
+            for key in keys:
+                reconcile_if_idle(self, workflow, stage, upstream.asset_key, context.instance, context.log, key)
+            dataset = self.read_stage(workflow, stage, keys[0] if len(keys) == 1 else None, partition_keys=keys)
+        else:
+            reconcile_if_idle(self, workflow, stage, upstream.asset_key, context.instance, context.log)
+            dataset = self.read_stage(workflow, stage)
         wanted = context.dagster_type.typing_type if context.dagster_type else None
         if wanted is pa.Table:
             return dataset.to_arrow()
@@ -305,11 +386,11 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
 
         The caller holds ``output.lock`` for the whole call (and releases it). Returns the committed record.
         """
-        workflow, stage = output.workflow, output.stage
-        stage_dir = self.stage_dir(workflow, stage)
+        workflow, stage, partition = output.workflow, output.stage, output.partition
+        stage_dir = self.stage_dir(workflow, stage, partition)
         version_folder = f"{VERSIONS_DIR}/{output.version}"
         try:
-            previous = self.read_record(workflow, stage)
+            previous = self.read_record(workflow, stage, partition)
         except StageRecordUnreadableError:
             previous = None
         names: list[str] = []
@@ -329,7 +410,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             self._remove_tree(stage_dir / version_folder)
             reason = redact(str(exc), self.secret_values())
             raise StageStorageError(
-                f"workflow {workflow!r}, stage {stage!r}: publishing to {stage_dir} failed ({reason}); "
+                f"{describe(workflow, stage, partition)}: publishing to {stage_dir} failed ({reason}); "
                 "the previous output is unchanged"
             ) from None
 
@@ -339,7 +420,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         return record
 
     def _after_commit(self, workflow: str, stage: str, output: StageOutput, record: dict[str, Any]) -> None:
-        stage_dir = self.stage_dir(workflow, stage)
+        stage_dir = self.stage_dir(workflow, stage, output.partition)
         keep = {record["version"], (record.get("previous") or {}).get("version")}
         steps = [
             ("pointing data/ at the new version", lambda: self._point_data_link(stage_dir, record["version"])),
@@ -351,7 +432,9 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             try:
                 step()
             except Exception as exc:  # noqa: BLE001
-                logger.warning("workflow %r, stage %r: published, but %s failed: %s", workflow, stage, what, exc)
+                logger.warning(
+                    "%s: published, but %s failed: %s", describe(workflow, stage, output.partition), what, exc
+                )
                 if step is steps[0][1]:
                     keep.add(self._data_link_target(stage_dir))  # data/ still names an older version: keep it
 
@@ -483,6 +566,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         asset_key: dg.AssetKey,
         instance: dg.DagsterInstance,
         lock: StageLock | None = None,
+        partition: str | None = None,
     ) -> str | None:
         """Make Dagster agree with storage after a run died while writing the stage (call it holding ``lock``).
 
@@ -490,7 +574,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         """
         from dd_assets.dagster_agreement import reconcile
 
-        return reconcile(self, workflow, stage, asset_key, instance, lock)
+        return reconcile(self, workflow, stage, asset_key, instance, lock, partition)
 
 
 def stage_of(asset_key: dg.AssetKey, definition_metadata: Any = None) -> tuple[str, str]:

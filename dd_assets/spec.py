@@ -100,6 +100,8 @@ class Stage:
         description: shown in the Dagster UI.
         completion_threshold: the ``completion_rate`` check passes at generated / requested >= this.
         min_judge_score: when set, the ``judge_score`` check wants this mean score of the llm-judge columns.
+        partitions: split the stage into partitions: an int N >= 2 (static keys ``"0"``..``"N-1"``, zero-padded
+            to equal width) or any ``dg.PartitionsDefinition``. See ``docs/scale.md``.
     """
 
     name: str
@@ -117,9 +119,12 @@ class Stage:
     description: str | None = None
     completion_threshold: float = 0.95
     min_judge_score: float | None = None
+    partitions: int | dg.PartitionsDefinition | None = None
 
     # Filled in by validation: the config as a builder, with the user's object left untouched.
     builder: DataDesignerConfigBuilder = field(init=False, repr=False)
+    # Filled in by validation: ``partitions`` as a Dagster partitions definition (``None`` when unpartitioned).
+    partitions_def: dg.PartitionsDefinition | None = field(init=False, repr=False, default=None)
 
     @property
     def upstream_stage_names(self) -> list[str]:
@@ -268,6 +273,20 @@ def stage_op_name(workflow: str, stage: str) -> str:
     return f"{workflow}__{stage}".replace("-", "_")
 
 
+MAX_STATIC_PARTITIONS = 10_000
+
+
+def static_partition_keys(count: int) -> list[str]:
+    """``"0"``..``"count-1"``, zero-padded to equal width (so key order is also text order)."""
+    width = len(str(count - 1))
+    return [f"{index:0{width}d}" for index in range(count)]
+
+
+def partition_share(total: int, index: int, count: int) -> int:
+    """Partition ``index``'s share of ``total`` records split over ``count`` partitions (remainder goes first)."""
+    return total // count + (1 if index < total % count else 0)
+
+
 def check_num_records(value: object, *, maximum: int) -> str | None:
     """Why ``value`` is not a valid record count (a plain int in 1..maximum), or ``None`` when it is."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -325,6 +344,7 @@ def _validate_workflow(workflow: Workflow) -> None:
     for stage in workflow.stages:
         _validate_stage(workflow.name, stage, stage_names=seen, max_num_records=maximum)
     _check_cycles(workflow)
+    _check_partitioned_upstreams(workflow)
 
     from dd_assets.validation import check_column_flow, check_model_aliases
 
@@ -433,6 +453,74 @@ def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_n
         isinstance(stage.min_judge_score, bool) or not isinstance(stage.min_judge_score, (int, float))
     ):
         fail(f"must be a number, got {stage.min_judge_score!r}", "min_judge_score")
+    _validate_partitions(stage, builder, fail)
+
+
+def _validate_partitions(stage: Stage, builder: DataDesignerConfigBuilder, fail: Callable[[str, str], None]) -> None:
+    partitions = stage.partitions
+    if partitions is None:
+        return
+    if isinstance(partitions, dg.PartitionsDefinition):
+        object.__setattr__(stage, "partitions_def", partitions)
+    elif isinstance(partitions, bool) or not isinstance(partitions, int):
+        fail(f"must be an int of 2 or more or a dg.PartitionsDefinition, got {partitions!r}", "partitions")
+    elif not 2 <= partitions <= MAX_STATIC_PARTITIONS:
+        fail(f"must be between 2 and {MAX_STATIC_PARTITIONS:,}, got {partitions}", "partitions")
+    else:
+        object.__setattr__(stage, "partitions_def", dg.StaticPartitionsDefinition(static_partition_keys(partitions)))
+    if stage.selection_strategy is not None:
+        fail(
+            "a partitioned stage takes its own block of the seed in each partition; remove selection_strategy "
+            "(or remove partitions)",
+            "selection_strategy",
+        )
+    own_seed = builder.get_seed_config()
+    if not stage.depends_on and own_seed is not None and own_seed.selection_strategy is not None:
+        fail(
+            "a partitioned stage takes its own block of the config's seed in each partition; remove the seed's "
+            "selection_strategy from the config (or remove partitions)",
+            "partitions",
+        )
+
+
+def _check_partitioned_upstreams(workflow: Workflow) -> None:
+    """A partitioned stage's upstream stages are all partitioned like it, or none is; no concurrent execution."""
+    by_name = {s.name: s for s in workflow.stages}
+    for stage in workflow.stages:
+        if stage.partitions_def is None:
+            continue
+        if workflow.execution == "concurrent":
+            raise WorkflowDefinitionError(
+                "partitioned stages run one partition per Dagster step; use execution 'per_stage' for this workflow",
+                workflow=workflow.name,
+                stage=stage.name,
+                field="partitions",
+            )
+        if isinstance(stage.partitions, int) and stage.num_records is not None and stage.num_records < stage.partitions:
+            raise WorkflowDefinitionError(
+                f"num_records {stage.num_records} is split over {stage.partitions} partitions, which leaves some "
+                "partitions no records",
+                workflow=workflow.name,
+                stage=stage.name,
+                field="num_records",
+            )
+        upstreams = [by_name[name] for name in stage.upstream_stage_names]
+        alike = [u.name for u in upstreams if u.partitions_def == stage.partitions_def]
+        if alike and len(alike) != len(stage.depends_on):
+            others = [upstream_name(d) for d in stage.depends_on if d not in alike]
+            raise WorkflowDefinitionError(
+                f"upstreams {alike} are partitioned like this stage (partition k reads their partition k) but "
+                f"{others} are not; partition the upstreams alike, or none of them (then each partition takes its "
+                "block of the combined seed)",
+                workflow=workflow.name,
+                stage=stage.name,
+                field="depends_on",
+            )
+
+
+def upstream_name(dep: str | dg.AssetKey) -> str:
+    """A stage name, or an asset key as ``a/b``."""
+    return dep if isinstance(dep, str) else dep.to_user_string()
 
 
 def _tool_columns(builder: DataDesignerConfigBuilder) -> list[Any]:

@@ -39,13 +39,14 @@ from dd_assets.io_manager import (
     StageParquetIOManager,
     StageRecordUnreadableError,
     StageStorageError,
+    describe,
 )
 from dd_assets.log_bridge import data_designer_logs_to_dagster
 from dd_assets.metadata import compact_column_statistics, stage_metadata
 from dd_assets.resource import DataDesignerResource
 from dd_assets.secrets import LiteralSecretError, redact
 from dd_assets.seeds import Seed, as_stage_dataset, build_seed, local_seed_files, own_seed_rows, upstream_label
-from dd_assets.spec import Stage, Workflow, check_num_records, load_stage_config
+from dd_assets.spec import Stage, Workflow, check_num_records, load_stage_config, partition_share
 from dd_assets.stage_context import StageContext, running_stage
 from dd_assets.stage_lock import StageBusyError, StageLock
 from dd_assets.stage_models import used_model_aliases, used_model_configs
@@ -96,11 +97,37 @@ class StageRun:
     _model_usage: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.stage_context = StageContext(label=f"{self.workflow.name}/{self.stage.name}")
+        self.partition: str | None = None
+        self.partition_index, self.partition_count = 0, 1
+        if self.stage.partitions_def is not None:
+            self.partition = self.context.partition_key
+            keys = list(self.stage.partitions_def.get_partition_keys(dynamic_partitions_store=self.context.instance))
+            if self.partition not in keys:
+                raise self.fail(f"partition {self.partition!r} is not one of the stage's partitions")
+            self.partition_index, self.partition_count = keys.index(self.partition), len(keys)
+        label = f"{self.workflow.name}/{self.stage.name}"
+        self.stage_context = StageContext(label=f"{label}[{self.partition}]" if self.partition is not None else label)
 
     @property
     def where(self) -> str:
-        return f"workflow {self.workflow.name!r}, stage {self.stage.name!r}"
+        return describe(self.workflow.name, self.stage.name, self.partition)
+
+    @property
+    def partition_block(self) -> PartitionBlock | None:
+        """For a partition that splits its seed (a root seed file, or upstreams not partitioned like it): its block."""
+        if self.partition is None:
+            return None
+        upstream_partitions = [
+            self.workflow.stage(dep).partitions_def for dep in self.stage.depends_on if isinstance(dep, str)
+        ]
+        if upstream_partitions and all(p == self.stage.partitions_def for p in upstream_partitions):
+            return None  # partition k reads upstream partition k
+        return PartitionBlock(index=self.partition_index, num_partitions=self.partition_count)
+
+    @property
+    def selection_strategy(self) -> IndexRange | PartitionBlock | None:
+        """The seed selection this run uses: the stage's, or this partition's block."""
+        return self.partition_block or self.stage.selection_strategy
 
     @property
     def secrets(self) -> list[str]:
@@ -125,7 +152,9 @@ class StageRun:
 
     def open(self) -> None:
         """Take the stage's lock and make storage and Dagster agree; the first step of a stage run."""
-        lock = self.io_manager.stage_lock(self.workflow.name, self.stage.name, self.context.run.run_id)
+        lock = self.io_manager.stage_lock(
+            self.workflow.name, self.stage.name, self.context.run.run_id, partition=self.partition
+        )
         try:
             lock.acquire()
         except StageBusyError as exc:
@@ -155,16 +184,18 @@ class StageRun:
         """Under the lock: set an unreadable record aside, and record a commit a killed run left unrecorded."""
         workflow, stage = self.workflow.name, self.stage.name
         try:
-            message = self.io_manager.reconcile(workflow, stage, self.asset_key, self.context.instance, lock)
+            message = self.io_manager.reconcile(
+                workflow, stage, self.asset_key, self.context.instance, lock, self.partition
+            )
         except StageRecordUnreadableError as exc:
-            moved = self.io_manager.set_aside_unreadable_record(workflow, stage)
+            moved = self.io_manager.set_aside_unreadable_record(workflow, stage, self.partition)
             self.context.log.warning(f"{exc}; moved it to {moved} and treating the stage as unpublished")
             return
         if message:
             self.context.log.warning(message)
 
     def _run_guarded(self, upstream_values: dict[str | dg.AssetKey, Any], lock: StageLock) -> dg.Output:
-        inputs_dir = self.io_manager.work_root(self.workflow.name, self.stage.name) / (
+        inputs_dir = self.io_manager.work_root(self.workflow.name, self.stage.name, self.partition) / (
             f"inputs-{self.context.run.run_id}"
         )
         try:
@@ -224,9 +255,15 @@ class StageRun:
             seed_fingerprint=self._seed_fingerprint(seed, upstream_versions),
             num_records=num_records,
             run_settings=run_settings,
+            partition=(
+                {"key": self.partition, "index": self.partition_index, "count": self.partition_count}
+                if self.partition is not None
+                else None
+            ),
+            selection_strategy=self.selection_strategy,
         )
         work_key = generation_work_key(inputs)
-        work_root = self.io_manager.work_root(self.workflow.name, stage.name)
+        work_root = self.io_manager.work_root(self.workflow.name, stage.name, self.partition)
         work_dir = work_root / work_key
         self._work_dir, self._work_was_new = work_dir, not work_dir.exists()
         for line in resumable_work.describe_superseded_work(work_root, work_key, inputs):
@@ -238,6 +275,7 @@ class StageRun:
         record: dict[str, Any] = {
             "workflow": self.workflow.name,
             "stage": stage.name,
+            **({"partition": self.partition} if self.partition is not None else {}),
             "code_version": self.code_version,
             "upstream": {
                 upstream_label(dep): {
@@ -301,7 +339,7 @@ class StageRun:
         record["column_statistics"] = column_statistics
         metadata = stage_metadata(
             dataset=dataset,
-            uri=str(self.io_manager.stage_dir(self.workflow.name, stage.name) / VERSIONS_DIR / version),
+            uri=str(self.io_manager.stage_dir(self.workflow.name, stage.name, self.partition) / VERSIONS_DIR / version),
             builder=stage.builder,
             seed=seed,
             record=record,
@@ -316,6 +354,7 @@ class StageRun:
             files=[Path(f) for f in files],
             record=record,
             lock=lock,
+            partition=self.partition,
             artifacts_dir=artifacts_dir,
             extra_cleanup=[inputs_dir],
         )
@@ -331,14 +370,24 @@ class StageRun:
     def _resolve_num_records(self, seed: Seed | None) -> int:
         """Run config > ``Stage.num_records`` > the selected block of the seed > the seed > Data Designer's default."""
         stage = self.stage
-        if self.config.num_records or stage.num_records:
-            return self.config.num_records or stage.num_records
+        if self.config.num_records:
+            return self.config.num_records  # a partition run's own count
+        if stage.num_records:
+            if self.partition is None:
+                return stage.num_records
+            share = partition_share(stage.num_records, self.partition_index, self.partition_count)
+            if share < 1:
+                raise self.fail(
+                    f"num_records {stage.num_records} split over {self.partition_count} partitions leaves this "
+                    "partition no records; raise num_records or use fewer partitions"
+                )
+            return share
         if seed is not None:
-            rows, selection = seed.num_rows, stage.selection_strategy
+            rows, selection = seed.num_rows, self.selection_strategy
         else:
             rows = own_seed_rows(stage.builder)
             own = stage.builder.get_seed_config()
-            selection = own.selection_strategy if own is not None else None
+            selection = self.partition_block or (own.selection_strategy if own is not None else None)
         if rows is None:
             return DEFAULT_NUM_RECORDS
         return _selected_rows(rows, selection) or rows or DEFAULT_NUM_RECORDS
@@ -382,7 +431,12 @@ class StageRun:
             builder.with_seed_dataset(
                 LocalFileSeedSource(path=seed.glob),
                 sampling_strategy=stage.sampling_strategy,
-                selection_strategy=stage.selection_strategy,
+                selection_strategy=self.selection_strategy,
+            )
+        elif self.partition_block is not None and builder.get_seed_config() is not None:
+            own = builder.get_seed_config()  # a root stage's own seed: this partition reads its block
+            builder.with_seed_dataset(
+                own.source, sampling_strategy=own.sampling_strategy, selection_strategy=self.partition_block
             )
         self._check_models(builder)
         data_designer = self.resource.get_data_designer()

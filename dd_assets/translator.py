@@ -69,6 +69,23 @@ class DataDesignerStageTranslator:
         """The Dagster concurrency pool of the stage's op (none by default); caps model traffic across runs."""
         return None
 
+    def get_partitions_def(self, workflow: Workflow, stage: Stage) -> dg.PartitionsDefinition | None:
+        """The stage's partitions (from ``Stage.partitions``), or ``None``."""
+        return stage.partitions_def
+
+    def get_partition_mapping(
+        self, workflow: Workflow, stage: Stage, dep: str | dg.AssetKey
+    ) -> dg.PartitionMapping | None:
+        """How a partitioned stage reads a partitioned upstream stage: every upstream partition when they are
+        partitioned differently (each partition then takes its block of them all); Dagster's default otherwise
+        (partition k reads partition k when alike; an unpartitioned stage reads every partition)."""
+        if stage.partitions_def is None or not isinstance(dep, str):
+            return None
+        upstream = workflow.stage(dep).partitions_def
+        if upstream is not None and upstream != stage.partitions_def:
+            return dg.AllPartitionMapping()
+        return None
+
     def get_check_specs(self, workflow: Workflow, stage: Stage) -> list[dg.AssetCheckSpec]:
         """The asset checks of a stage (see :mod:`dd_assets.checks`)."""
         return check_specs(self.get_asset_key(workflow, stage), stage)
@@ -77,7 +94,13 @@ class DataDesignerStageTranslator:
         """The whole ``AssetSpec`` of a stage, stored by the ``dd_stage_io_manager``."""
         return dg.AssetSpec(
             key=self.get_asset_key(workflow, stage),
-            deps=[self.get_upstream_key(workflow, dep) for dep in stage.depends_on],
+            deps=[
+                dg.AssetDep(
+                    self.get_upstream_key(workflow, dep),
+                    partition_mapping=self.get_partition_mapping(workflow, stage, dep),
+                )
+                for dep in stage.depends_on
+            ],
             description=self.get_description(workflow, stage),
             group_name=self.get_group_name(workflow, stage),
             kinds=self.get_kinds(workflow, stage),
@@ -89,4 +112,5 @@ class DataDesignerStageTranslator:
                 "dd_assets/stage": stage.name,
             },
             tags=self.get_tags(workflow, stage),
+            partitions_def=self.get_partitions_def(workflow, stage),
         ).with_io_manager_key(IO_MANAGER_KEY)

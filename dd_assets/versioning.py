@@ -18,6 +18,8 @@ allow_empty                 yes       changes success semantics
 on_success_version          yes       the user's version of the callback
 on_success / combine fn     name      the qualified name; bump ``on_success_version`` on edits
 Data Designer version       yes       a new engine may generate differently
+partitions                  yes       the partition count or definition decides each share
+                                      (only present when the stage is partitioned)
 description                 no        documentation only
 ==========================  ========  =====================================================
 
@@ -34,7 +36,8 @@ seed content                yes       bytes of the seed actually read: an upstre
                                       version, a combined seed's hash, a local seed file's
                                       content (an edited file never resumes into old rows)
 num_records (resolved)      yes       the target Data Designer resumes towards
-sampling / selection        yes       which seed rows are drawn
+sampling / selection        yes       which seed rows are drawn (a partition's block included)
+partition                   yes       the partition key, index and count
 run settings                yes       ``RunConfig`` (``buffer_size`` sets batch boundaries)
 Data Designer version       yes       a new engine may generate differently
 output / processors         no        applied after generation: changing them keeps batches
@@ -50,6 +53,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 from data_designer.config.config_builder import DataDesignerConfigBuilder
 from data_designer.config.version import get_library_version
 
@@ -103,7 +107,20 @@ def stage_spec_payload(stage: Stage) -> dict[str, Any]:
         "on_success": _callable_name(stage.on_success),
         "on_success_version": stage.on_success_version,
         "data_designer_version": get_library_version(),
+        **({"partitions": partitions_fingerprint(stage.partitions)} if stage.partitions is not None else {}),
     }
+
+
+def partitions_fingerprint(partitions: Any) -> Any:
+    """What identifies a stage's partitioning in its code version: the count, or the definition's class and keys.
+
+    Time-window and dynamic definitions grow: only their class and serialised settings count, not today's keys.
+    """
+    if isinstance(partitions, int):
+        return partitions
+    if isinstance(partitions, dg.StaticPartitionsDefinition):
+        return {"static": list(partitions.get_partition_keys())}
+    return {"class": type(partitions).__name__, "repr": str(partitions)}
 
 
 def hash_json(payload: Any) -> str:
@@ -132,20 +149,29 @@ def generation_inputs(
     seed_fingerprint: str | None,
     num_records: int,
     run_settings: dict[str, Any],
+    partition: dict[str, Any] | None = None,
+    selection_strategy: Any = None,
 ) -> dict[str, Any]:
-    """What decides the rows a stage generates (see the work key table in the module docstring)."""
+    """What decides the rows a stage generates (see the work key table in the module docstring).
+
+    ``partition`` (key, index, count) and the partition's ``selection_strategy`` are given for a partition run.
+    """
     fingerprint, own_seed = config_fingerprint(stage.builder)
-    return {
+    selection = selection_strategy or stage.selection_strategy
+    inputs = {
         "scheme": WORK_KEY_SCHEME,
         "config_fingerprint": fingerprint,
         "own_seed": own_seed,
         "seed_fingerprint": seed_fingerprint,
         "num_records": num_records,
         "sampling_strategy": stage.sampling_strategy.value,
-        "selection_strategy": stage.selection_strategy.model_dump(mode="json") if stage.selection_strategy else None,
+        "selection_strategy": selection.model_dump(mode="json") if selection else None,
         "run_settings": run_settings,
         "data_designer_version": get_library_version(),
     }
+    if partition is not None:
+        inputs["partition"] = partition
+    return inputs
 
 
 def generation_work_key(inputs: dict[str, Any]) -> str:

@@ -81,6 +81,11 @@ class StageModel(BaseModel):
     selection_strategy: IndexRangeModel | PartitionBlockModel | None = Field(default=None)
     combine: str | None = Field(default=None, description="'concat', 'zip' or 'module:function'.")
     description: str | None = Field(default=None)
+    partitions: StrictInt | None = Field(
+        default=None,
+        ge=2,
+        description="Split the stage into this many static partitions, keys '0'..'N-1' zero-padded (docs/scale.md).",
+    )
 
 
 class WorkflowModel(BaseModel):
@@ -221,6 +226,7 @@ def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") 
                 selection_strategy=selection,
                 combine=combine,
                 description=stage.description,
+                partitions=stage.partitions,
             )
         )
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 os.environ["NEMO_TELEMETRY_ENABLED"] = "false"
 os.environ.setdefault("DATA_DESIGNER_HOME", tempfile.mkdtemp(prefix="dd_home_"))
@@ -61,3 +62,25 @@ def llm_resource(llm, monkeypatch) -> DataDesignerResource:
             }
         ]
     )
+
+
+def cli_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for a real ``dagster`` / ``dask`` subprocess: its own DAGSTER_HOME, telemetry off, no DD_ASSETS_*."""
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DD_ASSETS_")}
+    env.update(
+        DAGSTER_HOME=str(home),
+        DD_ASSETS_BASE_DIR=str(tmp_path / "data"),
+        NEMO_TELEMETRY_ENABLED="false",
+        DATA_DESIGNER_HOME=str(tmp_path / "dd_home"),
+        **extra,
+    )
+    return env
+
+
+@pytest.fixture
+def cli_env(tmp_path) -> dict[str, str]:
+    """:func:`cli_environment` for this test's ``tmp_path``."""
+    return cli_environment(tmp_path)

@@ -65,6 +65,7 @@ def materialize(
     extra_resources: dict | None = None,
     raise_on_error: bool = True,
     execution: str | None = None,
+    partition_key: str | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize workflows on a real instance; ``run_config`` is written in the per-stage form
     (``{"ops": {"<workflow>__<stage>": {"config": ...}}}``) and translated for concurrent execution."""
@@ -80,6 +81,7 @@ def materialize(
         selection=selection,
         run_config=run_config,
         raise_on_error=raise_on_error,
+        partition_key=partition_key,
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,23 +10,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from dd_assets_tests.conftest import cli_environment
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    home = tmp_path / "dagster_home"
-    home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DD_ASSETS_")}
-    env.update(
-        DAGSTER_HOME=str(home),
-        DD_ASSETS_BASE_DIR=str(tmp_path / "data"),
-        NEMO_TELEMETRY_ENABLED="false",
-        DATA_DESIGNER_HOME=str(tmp_path / "dd_home"),
-        **extra,
-    )
-    return env
+    return cli_environment(tmp_path, **extra)
 
 
 def _dagster(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:

@@ -1,0 +1,252 @@
+"""Partitioned stages (issue 8): shares, blocks, alike partitions, reading them all, load-time guards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import data_designer.config as dd
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dd_assets import Stage, StageDataset, Workflow, WorkflowDefinitionError, build_workflow_definitions
+from dd_assets.io_manager import StageStorageError
+from dd_assets_tests.helpers import expression_builder, materialize, metadata_of, sampler_builder
+
+KEYS = ["0", "1", "2"]
+
+
+def _with_id() -> dd.DataDesignerConfigBuilder:
+    builder = sampler_builder()
+    builder.add_column(dd.SamplerColumnConfig(name="id", sampler_type="uuid", params=dd.UUIDSamplerParams()))
+    return builder
+
+
+def _materialize_partitions(workflow, io_manager, instance, selection, keys=KEYS, **kwargs):
+    results = [
+        materialize(workflow, io_manager, instance, selection=selection, partition_key=k, **kwargs) for k in keys
+    ]
+    assert all(r.success for r in results)
+    return results
+
+
+def test_an_int_gives_zero_padded_static_keys():
+    workflow = Workflow(name="pk", stages=[Stage(name="a", config=_with_id(), num_records=40, partitions=12)])
+    assert workflow.stage("a").partitions_def.get_partition_keys() == [f"{i:02d}" for i in range(12)]
+    defs = build_workflow_definitions(workflow)
+    spec = defs.resolve_assets_def(dg.AssetKey(["pk", "a"])).specs_by_key[dg.AssetKey(["pk", "a"])]
+    assert spec.partitions_def == dg.StaticPartitionsDefinition([f"{i:02d}" for i in range(12)])
+
+
+def test_a_root_stage_generates_its_share_in_each_partition_and_no_rows_repeat(io_manager, instance):
+    workflow = Workflow(name="share", stages=[Stage(name="a", config=_with_id(), num_records=10, partitions=3)])
+    results = _materialize_partitions(workflow, io_manager, instance, ["share/a"])
+    assert [io_manager.read_stage("share", "a", k).num_rows for k in KEYS] == [4, 3, 3]  # remainder goes first
+    for key, result in zip(KEYS, results, strict=True):
+        (event,) = result.get_asset_materialization_events()
+        assert event.partition == key
+        assert metadata_of(result, ["share", "a"])["dd_assets/num_records_requested"] == {"0": 4}.get(key, 3)
+    everything = io_manager.read_stage("share", "a").to_pandas()
+    assert len(everything) == 10 and everything["id"].is_unique
+    # each partition is its own published stage: record, version folder and lock
+    for key in KEYS:
+        record = json.loads((Path(io_manager.base_dir) / "share/a/partitions" / key / "stage.json").read_text())
+        assert record["partition"] == key and record["status"] == "completed"
+    assert not (Path(io_manager.base_dir) / "share/a/stage.json").exists()
+
+
+def test_alike_partitions_read_the_same_partition_upstream(io_manager, instance):
+    workflow = Workflow(
+        name="alike",
+        stages=[
+            Stage(name="a", config=_with_id(), num_records=9, partitions=3),
+            Stage(name="b", config=expression_builder("x", "{{ id }}!"), depends_on=["a"], partitions=3),
+        ],
+    )
+    _materialize_partitions(workflow, io_manager, instance, ["alike/a", "alike/b"])
+    for key in KEYS:
+        a = io_manager.read_stage("alike", "a", key).to_pandas()
+        b = io_manager.read_stage("alike", "b", key).to_pandas()
+        assert list(b["x"]) == [f"{i}!" for i in a["id"]]
+
+
+def test_an_unpartitioned_stage_reads_every_partition_in_key_order_and_fails_on_a_missing_one(io_manager, instance):
+    workflow = Workflow(
+        name="fanin",
+        stages=[
+            Stage(name="a", config=_with_id(), num_records=12, partitions=3),
+            Stage(name="c", config=expression_builder("y", "{{ id }}?"), depends_on=["a"]),
+        ],
+    )
+    _materialize_partitions(workflow, io_manager, instance, ["fanin/a"], keys=["0", "2"])
+    result = materialize(workflow, io_manager, instance, selection=["fanin/c"], raise_on_error=False)
+    assert not result.success
+    message = result.failure_data_for_node("fanin__c").error.to_string()
+    assert "partition(s) '1' of 3 are not materialized" in message and "'fanin', stage 'a'" in message
+    _materialize_partitions(workflow, io_manager, instance, ["fanin/a"], keys=["1"])
+    assert materialize(workflow, io_manager, instance, selection=["fanin/c"]).success
+    parts = [io_manager.read_stage("fanin", "a", k).to_pandas() for k in KEYS]
+    c = io_manager.read_stage("fanin", "c").to_pandas()
+    assert list(c["id"]) == list(pd.concat(parts)["id"])
+
+
+def test_a_partitioned_stage_takes_its_block_of_an_unpartitioned_upstream(io_manager, instance):
+    workflow = Workflow(
+        name="blocks",
+        stages=[
+            Stage(name="a", config=_with_id(), num_records=10),
+            Stage(name="b", config=expression_builder("x", "{{ id }}!"), depends_on=["a"], partitions=3),
+        ],
+    )
+    assert materialize(workflow, io_manager, instance, selection=["blocks/a"]).success
+    _materialize_partitions(workflow, io_manager, instance, ["blocks/b"])
+    upstream = io_manager.read_stage("blocks", "a").to_pandas()
+    blocks = [io_manager.read_stage("blocks", "b", k).to_pandas() for k in KEYS]
+    assert [len(b) for b in blocks] == [3, 3, 4]  # Data Designer's PartitionBlock: the last block takes the rest
+    assert list(pd.concat(blocks)["id"]) == list(upstream["id"])  # every row once, in order
+
+
+def test_a_differently_partitioned_stage_takes_its_block_of_all_upstream_partitions(io_manager, instance):
+    workflow = Workflow(
+        name="repart",
+        stages=[
+            Stage(name="a", config=_with_id(), num_records=12, partitions=3),
+            Stage(name="b", config=expression_builder("x", "{{ id }}!"), depends_on=["a"], partitions=2),
+        ],
+    )
+    _materialize_partitions(workflow, io_manager, instance, ["repart/a"])
+    _materialize_partitions(workflow, io_manager, instance, ["repart/b"], keys=["0", "1"])
+    upstream = io_manager.read_stage("repart", "a").to_pandas()
+    halves = [io_manager.read_stage("repart", "b", k).to_pandas() for k in ["0", "1"]]
+    assert [len(h) for h in halves] == [6, 6]
+    assert list(pd.concat(halves)["id"]) == list(upstream["id"])
+
+
+def test_a_root_stage_with_a_seed_file_splits_the_file_into_blocks(io_manager, instance, tmp_path):
+    seed = tmp_path / "seed.parquet"
+    pq.write_table(pa.table({"topic": [f"t{i}" for i in range(8)]}), seed)
+    builder = dd.DataDesignerConfigBuilder()
+    builder.with_seed_dataset(dd.LocalFileSeedSource(path=str(seed)))
+    builder.add_column(dd.ExpressionColumnConfig(name="label", expr="{{ topic }}!"))
+    workflow = Workflow(name="seeded", stages=[Stage(name="a", config=builder, partitions=2)])
+    _materialize_partitions(workflow, io_manager, instance, ["seeded/a"], keys=["0", "1"])
+    first, second = (io_manager.read_stage("seeded", "a", k).to_pandas() for k in ["0", "1"])
+    assert list(first["topic"]) == ["t0", "t1", "t2", "t3"] and list(second["topic"]) == ["t4", "t5", "t6", "t7"]
+
+
+def test_any_partitions_definition_works_and_read_stage_returns_one_or_all(io_manager, instance):
+    regions = dg.StaticPartitionsDefinition(["eu", "us"])
+    workflow = Workflow(name="regions", stages=[Stage(name="a", config=_with_id(), num_records=6, partitions=regions)])
+    _materialize_partitions(workflow, io_manager, instance, ["regions/a"], keys=["us", "eu"])
+    eu = io_manager.read_stage("regions", "a", "eu")
+    assert isinstance(eu, StageDataset) and eu.num_rows == 3 and eu.record["partition"] == "eu"
+    everything = io_manager.read_stage("regions", "a")
+    assert everything.num_rows == 6 and list(everything.record["partitions"]) == ["eu", "us"]
+    with pytest.raises(StageStorageError, match="partition 'asia'"):
+        io_manager.read_stage("regions", "a", "asia")
+
+
+def test_a_partition_is_published_and_resumed_on_its_own(io_manager, instance):
+    workflow = Workflow(name="own", stages=[Stage(name="a", config=_with_id(), num_records=6, partitions=2)])
+    _materialize_partitions(workflow, io_manager, instance, ["own/a"], keys=["0"])
+    first = io_manager.read_stage("own", "a", "0").to_pandas()
+    _materialize_partitions(workflow, io_manager, instance, ["own/a"], keys=["1"])
+    assert list(io_manager.read_stage("own", "a", "0").to_pandas()["id"]) == list(first["id"])  # untouched
+    records = [io_manager.read_record("own", "a", k)["work_key"] for k in ["0", "1"]]
+    assert records[0] != records[1]  # each partition resumes from its own work
+
+
+@pytest.mark.parametrize(
+    ("stages", "field", "fragment"),
+    [
+        ([Stage(name="a", config=sampler_builder(), partitions=1)], "partitions", "between 2 and"),
+        ([Stage(name="a", config=sampler_builder(), partitions=True)], "partitions", "must be an int"),
+        ([Stage(name="a", config=sampler_builder(), num_records=2, partitions=3)], "num_records", "leaves some"),
+        (
+            [
+                Stage(name="a", config=sampler_builder(), num_records=10),
+                Stage(
+                    name="b",
+                    config=expression_builder("x", "{{ n }}"),
+                    depends_on=["a"],
+                    partitions=2,
+                    selection_strategy=dd.PartitionBlock(index=0, num_partitions=2),
+                ),
+            ],
+            "selection_strategy",
+            "takes its own block",
+        ),
+        (
+            [
+                Stage(name="a", config=sampler_builder(), num_records=10, partitions=2),
+                Stage(name="u", config=sampler_builder(seed_column="m"), num_records=10),
+                Stage(
+                    name="b",
+                    config=expression_builder("x", "{{ n }}"),
+                    depends_on=["a", "u"],
+                    combine="concat",
+                    partitions=2,
+                ),
+            ],
+            "depends_on",
+            "partitioned like this stage",
+        ),
+    ],
+)
+def test_partition_mistakes_are_named_when_definitions_load(stages, field, fragment):
+    with pytest.raises(WorkflowDefinitionError, match=fragment) as info:
+        Workflow(name="bad", stages=stages)
+    assert info.value.field == field and info.value.workflow == "bad"
+
+
+def test_partitioned_stages_refuse_concurrent_execution():
+    with pytest.raises(WorkflowDefinitionError, match="execution 'per_stage'"):
+        Workflow(
+            name="conc",
+            execution="concurrent",
+            stages=[Stage(name="a", config=sampler_builder(), num_records=4, partitions=2)],
+        )
+    workflow = Workflow(name="conc", stages=[Stage(name="a", config=sampler_builder(), num_records=4, partitions=2)])
+    with pytest.raises(WorkflowDefinitionError, match="execution 'per_stage'"):
+        build_workflow_definitions(workflow, execution="concurrent")
+
+
+def test_yaml_partitions_and_the_cli_partition_flag(tmp_path, cli_env):
+    (tmp_path / "wf.yaml").write_text(
+        """
+name: yparts
+stages:
+  - name: a
+    num_records: 9
+    partitions: 3
+    config:
+      columns:
+        - {name: id, column_type: sampler, sampler_type: uuid, params: {}}
+  - name: b
+    depends_on: [a]
+    partitions: 3
+    config:
+      columns:
+        - {name: x, column_type: expression, expr: "{{ id }}!"}
+"""
+    )
+    (tmp_path / "defs.py").write_text(
+        "from pathlib import Path\n"
+        "from dd_assets import Workflow, StageParquetIOManager, build_workflow_definitions\n"
+        "here = Path(__file__).parent\n"
+        "defs = build_workflow_definitions(Workflow.from_yaml(here / 'wf.yaml'),\n"
+        "    io_manager=StageParquetIOManager(base_dir=str(here / 'data')))\n"
+    )
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "dagster"), "asset", "materialize", "-f", "defs.py", "--select", "*", "--partition", "1"]
+    proc = subprocess.run(command, cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stage_dir = tmp_path / "data/yparts"
+    assert sorted(p.name for p in (stage_dir / "a/partitions").iterdir()) == ["1"]
+    record = json.loads((stage_dir / "b/partitions/1/stage.json").read_text())
+    assert record["partition"] == "1" and record["output_rows"] == 3
