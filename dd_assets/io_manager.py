@@ -67,6 +67,7 @@ LOCK_FILE = ".lock"
 VERSION_METADATA_KEY = "dd_assets/version"
 LEGACY_PREVIOUS_DIR = ".previous"
 PARTITIONS_DIR = "partitions"
+OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
 
 
 def partition_dir_name(partition: str) -> str:
@@ -117,6 +118,10 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             e.g. ``{"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY"}``.
         local_work_dir: where stages run before upload when ``base_dir`` is not local (default: a temp dir).
         lock_timeout_s: how long a run waits for another run of the same stage to finish (default: fail at once).
+        lock_lease_s: on an ``s3://`` base_dir, how long a writer's lease lasts without renewal; a run that dies
+            holding a stage is taken over this long after its last renewal (see ``dd_assets.object_store_lock``).
+        checkpoint_every_s: on a URL base_dir, how often a running stage copies its finished batches to the store
+            so a retry on another machine resumes them (see ``dd_assets.remote_checkpoint``); 0 turns it off.
     """
 
     # Validation errors never echo the input: storage options may hold a credential.
@@ -127,6 +132,8 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
     storage_secrets: dict[str, str] = Field(default_factory=dict)
     local_work_dir: str | None = None
     lock_timeout_s: float = 0.0
+    lock_lease_s: float = 60.0
+    checkpoint_every_s: float = 2.0
 
     def __init__(self, **data: Any) -> None:
         options = dict(data.get("storage_options") or {})
@@ -180,8 +187,17 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
     @property
     def root(self) -> UPath:
         """``base_dir`` as a path object."""
-        options = self.resolved_storage_options() if self.storage_secrets else self.storage_options
+        options = self.resolved_storage_options() if self.storage_secrets else dict(self.storage_options)
+        if self.protocol in OBJECT_STORES:
+            # Other processes and machines write here: a cached listing would hide their stages and partitions.
+            options.setdefault("use_listings_cache", False)
+            options.setdefault("skip_instance_cache", True)
         return UPath(self.base_dir, **options)
+
+    @property
+    def protocol(self) -> str:
+        """The fsspec protocol of ``base_dir`` (``""`` for a local path)."""
+        return UPath(self.base_dir).protocol
 
     @property
     def is_local(self) -> bool:
@@ -229,12 +245,24 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
 
         ``reader=True`` gives the brief lock a reader takes to check the stage (it never makes a writer fail).
         """
-        return StageLock(
-            self.lock_path(workflow, stage, partition),
-            owner={"run": run_id, "pid": os.getpid(), "host": socket.gethostname()},
-            timeout_s=0 if reader else self.lock_timeout_s,
-            what=describe(workflow, stage, partition),
+        owner = {"run": run_id, "pid": os.getpid(), "host": socket.gethostname()}
+        timeout_s = 0 if reader else self.lock_timeout_s
+        what = describe(workflow, stage, partition)
+        local = StageLock(
+            self.lock_path(workflow, stage, partition), owner=owner, timeout_s=timeout_s, what=what, reader=reader
+        )
+        if self.protocol not in ("s3", "s3a"):
+            return local  # local base_dir; other object stores: one machine (see docs/scale.md)
+        from dd_assets.object_store_lock import ObjectStoreLock
+
+        return ObjectStoreLock(
+            local,
+            self.stage_dir(workflow, stage, partition) / LOCK_FILE,
+            owner=owner,
+            timeout_s=timeout_s,
+            what=what,
             reader=reader,
+            lease_s=self.lock_lease_s,
         )
 
     # --- reading -----------------------------------------------------------------------------
@@ -478,6 +506,10 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                     shutil.rmtree(leftover, ignore_errors=True)
         for path in output.extra_cleanup:
             shutil.rmtree(path, ignore_errors=True)
+        if not self.is_local:  # the checkpoints other machines would have resumed from are superseded too
+            from dd_assets.remote_checkpoint import CHECKPOINTS_DIR, remove_checkpoints
+
+            remove_checkpoints(self.stage_dir(output.workflow, output.stage, output.partition) / CHECKPOINTS_DIR)
 
     def _remove_tree(self, path: UPath) -> None:
         try:
@@ -551,12 +583,10 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 raise
             shutil.rmtree(trash, ignore_errors=True)
         else:
-            # upload beside the old tree first, so a failed upload leaves the old artifacts whole
-            incoming = stage_dir / f".artifacts-{uuid.uuid4().hex[:8]}"
-            target.fs.put(str(artifacts), incoming.path, recursive=True)
-            if target.exists():
-                target.fs.rm(target.path, recursive=True)
-            target.fs.mv(incoming.path, target.path, recursive=True)
+            # Object stores have no folder rename: replace the informational artifacts in place (the commit,
+            # stage.json, is already written; a failure here is logged and the next publish replaces them).
+            self._remove_tree(target)
+            target.fs.put(str(artifacts), target.path, recursive=True)
 
     # --- agreement with Dagster (dd_assets/dagster_agreement.py) ------------------------------
     def reconcile(

@@ -43,6 +43,7 @@ from dd_assets.io_manager import (
 )
 from dd_assets.log_bridge import data_designer_logs_to_dagster
 from dd_assets.metadata import compact_column_statistics, stage_metadata
+from dd_assets.remote_checkpoint import CHECKPOINTS_DIR, RemoteCheckpoint
 from dd_assets.resource import DataDesignerResource
 from dd_assets.secrets import LiteralSecretError, redact
 from dd_assets.seeds import Seed, as_stage_dataset, build_seed, local_seed_files, own_seed_rows, upstream_label
@@ -446,6 +447,14 @@ class StageRun:
             raise self.fail(str(exc).removeprefix(f"{self.where}: ")) from None
 
         artifacts_dir = work_dir / "artifacts"
+        checkpoint = self._remote_checkpoint(work_dir)
+        if checkpoint is not None:
+            restored = checkpoint.restore()
+            if restored:
+                self.context.log.info(
+                    f"{self.where}: restored {restored} finished batch(es) another run checkpointed to "
+                    f"{checkpoint.remote_dir}"
+                )
         resume = ResumeMode.NEVER
         if (artifacts_dir / "metadata.json").exists():
             reopened, resumable = resumable_work.reopen_short_batches(artifacts_dir, stage.completion_threshold)
@@ -466,6 +475,8 @@ class StageRun:
         usage = self.stage_context.usage
         prefix = f"[{self.workflow.name}/{stage.name}] "
         secrets = self.secrets
+        if checkpoint is not None:
+            checkpoint.start()
         try:
             with data_designer_logs_to_dagster(self.context, prefix, secrets, stage_label=self.stage_context.label):
                 try:
@@ -485,6 +496,8 @@ class StageRun:
                         f"{self.where}: cannot resume ({redact(str(exc), secrets)}); generating from the start"
                     )
                     shutil.rmtree(artifacts_dir, ignore_errors=True)
+                    if checkpoint is not None:
+                        checkpoint.remove()
                     record["resumed"] = False
                     result = data_designer.create(
                         builder, num_records=num_records, dataset_name="artifacts", artifact_path=work_dir
@@ -504,6 +517,8 @@ class StageRun:
             raise self.fail(self._with_disk_full_note(message, exc)) from None
         finally:
             record["model_usage"] = self._model_usage = usage.as_dict()
+            if checkpoint is not None:
+                checkpoint.stop(final_sync=True)
 
         if stage.on_success is not None:
             try:
@@ -520,6 +535,14 @@ class StageRun:
         except Exception:
             analysis = None
         return files, artifacts_dir, analysis, _parquet_files(result.artifact_storage.final_dataset_path)
+
+    def _remote_checkpoint(self, work_dir: Path) -> RemoteCheckpoint | None:
+        """The object-store checkpoint of this work (URL base_dir with checkpointing on), else ``None``."""
+        io_manager = self.io_manager
+        if io_manager.is_local or io_manager.checkpoint_every_s <= 0:
+            return None
+        stage_dir = io_manager.stage_dir(self.workflow.name, self.stage.name, self.partition)
+        return RemoteCheckpoint(stage_dir / CHECKPOINTS_DIR / work_dir.name, work_dir, io_manager.checkpoint_every_s)
 
     def _run_output_processors(self, data_designer, builder: DataDesignerConfigBuilder, result, artifacts_dir: Path):
         output_dir = artifacts_dir / "output-processors"

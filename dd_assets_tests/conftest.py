@@ -84,3 +84,32 @@ def cli_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
 def cli_env(tmp_path) -> dict[str, str]:
     """:func:`cli_environment` for this test's ``tmp_path``."""
     return cli_environment(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server mode on a free local port, for the whole session; stopped by process id."""
+    from dd_assets_tests.servers import MotoS3Server
+
+    server = MotoS3Server(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, request) -> str:
+    """A fresh bucket on the S3 server, its credentials in the environment (by variable name only)."""
+    from dd_assets_tests.servers import S3_CREDENTIALS
+
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    return s3_server.create_bucket(f"{name}-{os.urandom(3).hex()}")
+
+
+@pytest.fixture
+def s3_io_manager(s3_server, s3_bucket, tmp_path) -> StageParquetIOManager:
+    """A ``StageParquetIOManager`` on ``s3://<fresh bucket>/prefix`` with its own local work directory."""
+    return StageParquetIOManager(
+        base_dir=f"s3://{s3_bucket}/prefix", local_work_dir=str(tmp_path / "work"), **s3_server.storage_options()
+    )

@@ -1,0 +1,163 @@
+"""Resume across machines: a running stage copies its finished batches to the object store as it goes.
+
+With a URL ``base_dir`` a stage generates in a local work directory on whichever machine runs the step. While
+Data Designer generates, a background thread copies every *finished* batch (and Data Designer's
+``metadata.json``) to ``<stage>/.work/<work key>/`` on the store. A retry of the step on another machine finds
+no local work, restores the checkpoint of the same work key (same generation inputs) and Data Designer resumes
+from it: the finished batches are not requested again. Publishing the stage removes its checkpoints.
+
+What is copied, and why it is consistent (Data Designer 0.9, ``engine/storage/artifact_storage.py``):
+
+- ``parquet-files/batch_N.parquet`` appears by an atomic rename once batch N is complete;
+- ``dropped-columns-parquet-files/batch_N.parquet`` and ``processors-files/*/batch_N.parquet`` are written
+  before batch N is renamed into place, so they are complete once it is, and are copied before it;
+- ``metadata.json`` is replaced atomically (it holds the target and buffer size resume checks);
+- ``tmp-partial-parquet-files/`` (a batch in progress) is never copied: resume discards it anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from upath import UPath
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS_DIR = ".work"
+ARTIFACTS = "artifacts"
+BATCHES = "parquet-files"
+COMPANIONS = ("dropped-columns-parquet-files",)
+PROCESSOR_OUTPUTS = "processors-files"
+METADATA = "metadata.json"
+
+
+class RemoteCheckpoint:
+    """The checkpoint of one work directory on the object store (see the module docstring)."""
+
+    def __init__(self, remote_dir: UPath, work_dir: Path, every_s: float = 2.0):
+        self.remote_dir = remote_dir
+        self.work_dir = work_dir
+        self.every_s = every_s
+        self.uploaded: dict[str, tuple[int, int]] = {}  # relative path -> (mtime_ns, size) when copied
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors: list[str] = []
+
+    @property
+    def _local(self) -> Path:
+        return self.work_dir / ARTIFACTS
+
+    @property
+    def _remote(self) -> UPath:
+        return self.remote_dir / ARTIFACTS
+
+    # --- restoring -----------------------------------------------------------------------------
+    def restore(self) -> int:
+        """Download the checkpoint when this machine has no work of its own; returns the batches restored."""
+        if (self._local / METADATA).exists():
+            return 0  # this machine's own work is at least as far along
+        try:
+            if not (self._remote / METADATA).exists():
+                return 0
+            files = [
+                path
+                for path in self.remote_dir.fs.find(self._remote.path)
+                if not Path(path).name.startswith(".") and ".tmp." not in Path(path).name
+            ]
+        except FileNotFoundError:
+            return 0
+        restored = 0
+        prefix = self._remote.path.rstrip("/") + "/"
+        for path in sorted(files, key=lambda p: p.endswith(METADATA)):  # metadata.json last
+            relative = path[len(prefix) :]
+            target = self._local / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.part")
+            self.remote_dir.fs.get_file(path, str(tmp))
+            tmp.replace(target)
+            self.uploaded[relative] = _stamp(target)
+            if relative.startswith(f"{BATCHES}/"):
+                restored += 1
+        return restored
+
+    # --- copying as it goes --------------------------------------------------------------------
+    def start(self) -> None:
+        """Copy finished batches every ``every_s`` seconds until :meth:`stop`."""
+        if self.every_s <= 0:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="dd-assets-checkpoint", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, final_sync: bool) -> None:
+        """Stop copying; ``final_sync`` copies what finished since the last round (after a failure)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if final_sync and self.every_s > 0:
+            self.sync()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sync()
+
+    def sync(self) -> int:
+        """Copy every finished batch not copied yet (companions first), then ``metadata.json`` if it changed."""
+        copied = 0
+        try:
+            for batch in sorted((self._local / BATCHES).glob("batch_*.parquet")):
+                if not self._changed(batch):
+                    continue
+                for companion in self._companions(batch.name):
+                    if self._changed(companion):
+                        self._put(companion)
+                self._put(batch)
+                copied += 1
+            metadata = self._local / METADATA
+            if metadata.exists() and self._changed(metadata):
+                self._put(metadata)
+        except OSError as exc:  # a copy failure costs only the resume, never the run
+            self.errors.append(str(exc))
+            logger.warning("checkpointing %s to %s failed: %s", self.work_dir, self.remote_dir, exc)
+        return copied
+
+    def _companions(self, batch_name: str) -> list[Path]:
+        found = [self._local / folder / batch_name for folder in COMPANIONS]
+        found += list((self._local / PROCESSOR_OUTPUTS).glob(f"*/{batch_name}"))
+        return [path for path in found if path.is_file()]
+
+    def _changed(self, path: Path) -> bool:
+        """True when ``path`` was not copied yet, or was rewritten since (a batch generated again)."""
+        try:
+            return self.uploaded.get(path.relative_to(self._local).as_posix()) != _stamp(path)
+        except FileNotFoundError:
+            return False
+
+    def _put(self, path: Path) -> None:
+        relative = path.relative_to(self._local).as_posix()
+        stamp = _stamp(path)
+        self.remote_dir.fs.put_file(str(path), (self._remote / relative).path)
+        self.uploaded[relative] = stamp
+
+    # --- cleaning up ---------------------------------------------------------------------------
+    def remove(self) -> None:
+        """Delete this checkpoint from the store (and forget what was copied)."""
+        self.uploaded.clear()
+        remove_checkpoints(self.remote_dir)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+def remove_checkpoints(path: UPath) -> None:
+    """Delete a checkpoint folder (or a stage's whole ``.work`` folder); missing is fine."""
+    try:
+        if path.exists():
+            path.fs.rm(path.path, recursive=True)
+    except FileNotFoundError:
+        pass
