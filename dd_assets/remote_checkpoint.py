@@ -13,10 +13,18 @@ What is copied, and why it is consistent (Data Designer 0.9, ``engine/storage/ar
   before batch N is renamed into place, so they are complete once it is, and are copied before it;
 - ``metadata.json`` is replaced atomically (it holds the target and buffer size resume checks);
 - ``tmp-partial-parquet-files/`` (a batch in progress) is never copied: resume discards it anyway.
+
+Data Designer refuses to resume when the stored ``config_hash`` differs from the current config's, and its hash
+includes the seed file's *path*, which is another folder on another machine. The checkpoint's folder is named by
+the work key, which hashes the config without the seed's location plus the seed's *content*
+(:func:`dd_assets.versioning.generation_inputs`), so the same work key already proves the same config and the
+same seed rows: a restored ``metadata.json`` leaves its ``config_hash`` out (and ``builder_config.json`` is never
+copied), and Data Designer skips its own path-bound check.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -80,6 +88,8 @@ class RemoteCheckpoint:
             self.uploaded[relative] = _stamp(target)
             if relative.startswith(f"{BATCHES}/"):
                 restored += 1
+        if restored:
+            _drop_config_hash(self._local / METADATA)
         return restored
 
     # --- copying as it goes --------------------------------------------------------------------
@@ -147,6 +157,15 @@ class RemoteCheckpoint:
         """Delete this checkpoint from the store (and forget what was copied)."""
         self.uploaded.clear()
         remove_checkpoints(self.remote_dir)
+
+
+def _drop_config_hash(metadata_path: Path) -> None:
+    metadata = json.loads(metadata_path.read_text())
+    metadata.pop("config_hash", None)
+    metadata.pop("config_hash_version", None)
+    tmp = metadata_path.with_name(f".{metadata_path.name}.part")
+    tmp.write_text(json.dumps(metadata, indent=2))
+    tmp.replace(metadata_path)
 
 
 def _stamp(path: Path) -> tuple[int, int]:

@@ -75,8 +75,8 @@ def cli_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
         DD_ASSETS_BASE_DIR=str(tmp_path / "data"),
         NEMO_TELEMETRY_ENABLED="false",
         DATA_DESIGNER_HOME=str(tmp_path / "dd_home"),
-        **extra,
     )
+    env.update(extra)
     return env
 
 
