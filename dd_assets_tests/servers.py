@@ -99,6 +99,7 @@ class DaskCluster:
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.procs: list[subprocess.Popen] = []
         self.logs = []
         dask = str(BIN / "dask")
