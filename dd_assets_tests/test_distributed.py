@@ -88,3 +88,56 @@ def test_a_branch_and_a_join_run_in_dask_workers_and_equal_the_in_process_run(
         step_pids = {r.event_log_entry.step_key: r.event_log_entry.dagster_event.pid for r in starts}
     assert set(step_pids) == {f"fan__{stage}" for stage in STAGES}
     assert set(step_pids.values()) <= worker_pids, (step_pids, worker_pids)
+
+
+def test_concurrent_partition_runs_on_one_cluster_each_generate_their_partition(
+    tmp_path, s3_server, s3_bucket, llm, monkeypatch
+):
+    """Two partition runs of one job at once: dagster-dask alone runs only the first (dagster-io/dagster#21418)."""
+    env = cli_environment(
+        tmp_path,
+        DD_ASSETS_BASE_DIR=f"s3://{s3_bucket}/prefix",
+        DD_ASSETS_TEST_S3_ENDPOINT=s3_server.endpoint,
+        DD_ASSETS_TEST_ENDPOINT=llm.endpoint,
+        DD_ASSETS_TEST_KEY="sk-distributed-test",
+        DD_ASSETS_TEST_ROWS="20",
+        DD_ASSETS_TEST_PARTITIONS="2",
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        **S3_CREDENTIALS,
+    )
+    seed = subprocess.run(
+        [str(BIN / "dagster"), "asset", "materialize", "-f", str(PROJECT), "--select", "slow/seed"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert seed.returncode == 0, seed.stderr[-3000:]
+    cluster = DaskCluster(tmp_path / "dask", env, workers=2)
+    try:
+        llm.reset()
+        llm.delay_s = 0.1
+        command = [str(BIN / "dagster"), "asset", "materialize", "-f", str(PROJECT), "--select", "slow/write"]
+        runs = [
+            subprocess.Popen(
+                [*command, "--partition", key],
+                env={**env, "DD_ASSETS_TEST_DASK_ADDRESS": cluster.address},
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for key in ["0", "1"]
+        ]
+        errors = [run.communicate(timeout=600)[1] for run in runs]
+        assert [run.returncode for run in runs] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    finally:
+        cluster.stop()
+    for name, value in S3_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    io_manager = StageParquetIOManager(base_dir=env["DD_ASSETS_BASE_DIR"], **s3_server.storage_options())
+    records = [io_manager.read_record("slow", "write", key) for key in ["0", "1"]]
+    assert [r and r["output_rows"] for r in records] == [10, 10]
+    assert records[0]["run_id"] != records[1]["run_id"]
+    assert llm.count("generation") == 20  # each partition's rows requested once, none skipped

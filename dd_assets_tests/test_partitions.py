@@ -250,3 +250,14 @@ stages:
     assert sorted(p.name for p in (stage_dir / "a/partitions").iterdir()) == ["1"]
     record = json.loads((stage_dir / "b/partitions/1/stage.json").read_text())
     assert record["partition"] == "1" and record["output_rows"] == 3
+
+
+def test_partition_keys_that_are_not_plain_names_get_safe_folders(io_manager, instance):
+    odd = dg.StaticPartitionsDefinition(["2026-11-23", "eu/west", "a b"])
+    workflow = Workflow(name="odd", stages=[Stage(name="a", config=_with_id(), num_records=6, partitions=odd)])
+    _materialize_partitions(workflow, io_manager, instance, ["odd/a"], keys=["2026-11-23", "eu/west", "a b"])
+    folders = sorted(p.name for p in (Path(io_manager.base_dir) / "odd/a/partitions").iterdir())
+    assert folders == ["2026-11-23", "a%20b", "eu%2Fwest"]
+    assert io_manager.stored_partitions("odd", "a") == ["2026-11-23", "a b", "eu/west"]
+    assert io_manager.read_stage("odd", "a", "eu/west").record["partition"] == "eu/west"
+    assert io_manager.read_stage("odd", "a").num_rows == 6
