@@ -16,9 +16,13 @@ PREVIEW_ROWS = 5
 PREVIEW_CELL_CHARS = 80
 
 
-def column_schema(schema: pa.Schema) -> dg.TableSchema:
-    """A Dagster table schema from an Arrow schema."""
-    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema])
+def column_schema(schema: pa.Schema, planned: dg.TableSchema | None = None) -> dg.TableSchema:
+    """A Dagster table schema from an Arrow schema, with the descriptions of the ``planned`` schema (the one the
+    stage's definition carries, see :mod:`dd_assets.column_schema`) where the names match."""
+    descriptions = {c.name: c.description for c in planned.columns} if planned is not None else {}
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=f.name, type=str(f.type), description=descriptions.get(f.name)) for f in schema]
+    )
 
 
 def generated_column_reads(builder: DataDesignerConfigBuilder) -> dict[str, set[str]]:
@@ -109,12 +113,13 @@ def stage_metadata(
     seed: Seed | None,
     record: dict[str, Any],
     column_statistics: dict[str, Any],
+    planned_schema: dg.TableSchema | None = None,
 ) -> dict[str, Any]:
     """Every metadata key of a stage materialization."""
     preview_table = dataset.head(PREVIEW_ROWS)
     return {
         "dagster/row_count": dg.MetadataValue.int(dataset.num_rows),
-        "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(dataset.schema)),
+        "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(dataset.schema, planned_schema)),
         "dagster/column_lineage": dg.MetadataValue.column_lineage(column_lineage(builder, seed, dataset.columns)),
         "dagster/uri": dg.MetadataValue.path(uri),
         "dd_assets/preview": dg.MetadataValue.md(markdown_preview(preview_table)),

@@ -31,6 +31,7 @@ from upath import UPath
 
 from dd_assets import resumable_work
 from dd_assets.checks import safe_check_results
+from dd_assets.column_schema import stage_column_schema
 from dd_assets.dataset import StageDataset
 from dd_assets.io_manager import (
     VERSION_METADATA_KEY,
@@ -345,6 +346,7 @@ class StageRun:
             seed=seed,
             record=record,
             column_statistics=column_statistics,
+            planned_schema=stage_column_schema(self.workflow, stage),
         )
         metadata[VERSION_METADATA_KEY] = dg.MetadataValue.text(version)
         output = StageOutput(

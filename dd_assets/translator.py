@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 
 from dd_assets.checks import check_specs
+from dd_assets.column_schema import stage_column_schema
 from dd_assets.spec import Stage, Workflow
 from dd_assets.versioning import stage_code_version
 
@@ -53,7 +54,9 @@ class DataDesignerStageTranslator:
     def get_metadata(self, workflow: Workflow, stage: Stage) -> dict[str, Any]:
         """Definition metadata shown in the catalog."""
         columns = stage.builder.get_column_configs()
+        schema = stage_column_schema(workflow, stage)
         return {
+            **({"dagster/column_schema": dg.MetadataValue.table_schema(schema)} if schema is not None else {}),
             "dd_assets/workflow": workflow.name,
             "dd_assets/stage": stage.name,
             "dd_assets/columns": dg.MetadataValue.json({c.name: str(c.column_type) for c in columns}),

@@ -51,21 +51,27 @@ def check_model_aliases(workflows: Sequence[Workflow]) -> None:
 
 def seed_file_columns(stage: Stage) -> Columns:
     """Columns of a root stage's own local seed file(s), or ``None`` when they cannot be read cheaply."""
+    names = seed_file_columns_ordered(stage)
+    return None if names is None else set(names)
+
+
+def seed_file_columns_ordered(stage: Stage) -> list[str] | None:
+    """:func:`seed_file_columns` in file order (``[]`` without a seed)."""
     if stage.builder.get_seed_config() is None:
-        return set()
+        return []
     files = local_seed_files(stage.builder)
     if not files:
         return None
     first = files[0]
     try:
         if first.suffix == ".parquet":
-            return set(pq.read_schema(first).names)
+            return list(pq.read_schema(first).names)
         if first.suffix == ".jsonl":
             with open(first, encoding="utf-8") as handle:
-                return set(json.loads(handle.readline()))
+                return list(json.loads(handle.readline()))
         if first.suffix == ".csv":
             with open(first, encoding="utf-8") as handle:
-                return {c.strip() for c in handle.readline().strip().split(",")}
+                return [c.strip() for c in handle.readline().strip().split(",")]
     except (OSError, ValueError):
         return None
     return None

@@ -1,0 +1,274 @@
+"""The ``dd-assets`` command: status, export and preview of the stages of a code location.
+
+    dd-assets status   [-m MODULE | -f FILE]
+    dd-assets export   WORKFLOW/STAGE OUT.{jsonl,csv,parquet} [--partition KEY] [-m MODULE | -f FILE]
+    dd-assets preview  WORKFLOW/STAGE [-n 5] [-m MODULE | -f FILE]
+
+The code location is found like ``dagster``'s: ``-m`` imports a module, ``-f`` runs a file; the first
+``dg.Definitions`` in it (``defs`` preferred) is used. Without either, ``dd_assets.definitions`` (the example
+project). Exit codes: 0 done, 1 the stage cannot be read or written (unpublished, unwritable path), 2 bad usage
+(unknown workflow or stage, unknown suffix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import runpy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from dd_assets.io_manager import StageParquetIOManager, StageStorageError
+from dd_assets.spec import Stage, Workflow
+from dd_assets.translator import IO_MANAGER_KEY, RESOURCE_KEY
+
+EXPORT_SUFFIXES = (".jsonl", ".csv", ".parquet")
+
+
+class CommandError(Exception):
+    """A message for the user and the exit code to leave with."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class CodeLocation:
+    """The definitions of a module or file, and the dd_assets workflows they were built from."""
+
+    defs: dg.Definitions
+    workflows: dict[str, Workflow]
+
+    @property
+    def io_manager(self) -> StageParquetIOManager:
+        return self.defs.resources[IO_MANAGER_KEY]
+
+    def stage(self, ref: str) -> tuple[Workflow, Stage]:
+        """``WORKFLOW/STAGE`` -> the workflow and stage; a clear error naming what exists otherwise."""
+        workflow_name, _, stage_name = ref.partition("/")
+        if not stage_name:
+            raise CommandError(f"{ref!r}: give a stage as WORKFLOW/STAGE", code=2)
+        workflow = self.workflows.get(workflow_name)
+        if workflow is None:
+            known = ", ".join(sorted(self.workflows)) or "none"
+            raise CommandError(f"unknown workflow {workflow_name!r} (workflows: {known})", code=2)
+        try:
+            return workflow, workflow.stage(stage_name)
+        except KeyError:
+            known = ", ".join(s.name for s in workflow.stages)
+            raise CommandError(
+                f"workflow {workflow_name!r} has no stage {stage_name!r} (stages: {known})", code=2
+            ) from None
+
+
+def load_code_location(module: str | None, file: str | None) -> CodeLocation:
+    """Import ``module`` or run ``file`` and take its ``dg.Definitions`` and the workflows built into it."""
+    from dd_assets.workflow_definitions import built_workflows
+
+    if file:
+        path = Path(file)
+        if not path.is_file():
+            raise CommandError(f"-f {file}: no such file", code=2)
+        sys.path.insert(0, str(path.resolve().parent))
+        namespace = runpy.run_path(str(path))
+    else:
+        name = module or "dd_assets.definitions"
+        sys.path.insert(0, str(Path.cwd()))
+        try:
+            namespace = vars(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            raise CommandError(f"-m {name}: {exc}", code=2) from None
+    candidates = [namespace.get("defs")] + list(namespace.values())
+    defs = next((value for value in candidates if isinstance(value, dg.Definitions)), None)
+    if defs is None:
+        raise CommandError(f"{file or module}: no dg.Definitions found", code=2)
+    names = {
+        spec.metadata.get("dd_assets/workflow")
+        for assets_def in defs.assets or []
+        if isinstance(assets_def, dg.AssetsDefinition)
+        for spec in assets_def.specs
+    }
+    workflows = {name: workflow for name, workflow in built_workflows().items() if name in names}
+    if not workflows:
+        raise CommandError(f"{file or module}: its definitions hold no dd_assets workflow", code=2)
+    return CodeLocation(defs=defs, workflows=workflows)
+
+
+# --- status -----------------------------------------------------------------------------------
+def status_rows(location: CodeLocation) -> list[dict[str, Any]]:
+    """One row per stage (and per published partition): status, rows, last materialization, stale or not."""
+    from dd_assets.translator import DataDesignerStageTranslator
+
+    translator = DataDesignerStageTranslator()
+    io_manager = location.io_manager
+    rows = []
+    for workflow in location.workflows.values():
+        for stage in workflow.topological_order():
+            code_version = translator.get_code_version(workflow, stage)
+            partitions = (
+                [None] if stage.partitions_def is None else io_manager.stored_partitions(workflow.name, stage.name)
+            )
+            if not partitions:
+                partitions = [None]
+            for partition in partitions:
+                try:
+                    record = io_manager.read_record(workflow.name, stage.name, partition)
+                except StageStorageError as exc:
+                    record = {"status": f"unreadable: {exc}"}
+                name = f"{workflow.name}/{stage.name}" + (f"[{partition}]" if partition is not None else "")
+                if record is None:
+                    rows.append(
+                        {"stage": name, "status": "never materialized", "rows": "", "materialized_at": "", "code": ""}
+                    )
+                    continue
+                stored = record.get("code_version")
+                rows.append(
+                    {
+                        "stage": name,
+                        "status": str(record.get("status")),
+                        "rows": str(record.get("output_rows", "")),
+                        "materialized_at": str(record.get("materialized_at", ""))[:19],
+                        "code": "current" if stored == code_version else "STALE (definition changed)",
+                    }
+                )
+    return rows
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+# --- export -----------------------------------------------------------------------------------
+def export(location: CodeLocation, ref: str, out: str, partition: str | None) -> int:
+    """Write a stage's published output to ``out`` (by suffix); returns the row count."""
+    workflow, stage = location.stage(ref)
+    target = Path(out)
+    if target.suffix not in EXPORT_SUFFIXES:
+        raise CommandError(f"{out}: the file must end in {', '.join(EXPORT_SUFFIXES)}", code=2)
+    if partition is not None and stage.partitions_def is None:
+        raise CommandError(f"{ref} is not partitioned; leave out --partition", code=2)
+    try:
+        dataset = location.io_manager.read_stage(workflow.name, stage.name, partition)
+    except StageStorageError as exc:
+        raise CommandError(str(exc)) from None
+    table = dataset.to_arrow()
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, tmp)
+        elif target.suffix == ".csv":
+            table.to_pandas().to_csv(tmp, index=False)
+        else:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for row in table.to_pylist():
+                    handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        tmp.replace(target)
+    except OSError as exc:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        raise CommandError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return table.num_rows
+
+
+# --- preview ----------------------------------------------------------------------------------
+def preview(location: CodeLocation, ref: str, num_records: int) -> Any:
+    """Data Designer's preview of one stage on its real upstream seed; nothing is published."""
+    import tempfile
+
+    from data_designer.config.seed_source import LocalFileSeedSource
+
+    from dd_assets.seeds import build_seed
+    from dd_assets.spec import load_stage_config
+
+    workflow, stage = location.stage(ref)
+    io_manager = location.io_manager
+    upstreams = {}
+    for dep in stage.depends_on:
+        if not isinstance(dep, str):
+            raise CommandError(f"{ref} reads the external asset {dep.to_user_string()!r}, which dd-assets cannot load")
+        try:
+            upstreams[dep] = io_manager.read_stage(workflow.name, dep)
+        except StageStorageError as exc:
+            raise CommandError(f"{ref}: its upstream cannot be read: {exc}") from None
+    resource = location.defs.resources[RESOURCE_KEY]
+    with tempfile.TemporaryDirectory(prefix="dd-assets-preview-") as tmp:
+        keys = {dep: dg.AssetKey([workflow.name, dep]) for dep in upstreams}
+        where = f"workflow {workflow.name!r}, stage {stage.name!r}"
+        try:
+            seed = build_seed(stage, upstreams, keys, Path(tmp), where=where)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        builder = load_stage_config(stage.builder)
+        if seed is not None:
+            builder.with_seed_dataset(
+                LocalFileSeedSource(path=seed.glob),
+                sampling_strategy=stage.sampling_strategy,
+                selection_strategy=stage.selection_strategy,
+            )
+        data_designer = resource.get_data_designer()
+        data_designer.register_stage_models(builder, owner=where)
+        result = data_designer.preview(builder, num_records=num_records)
+        return result.dataset
+
+
+# --- main -------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dd-assets", description="Status, export and preview of dd_assets stages.")
+    location = argparse.ArgumentParser(add_help=False)
+    where = location.add_mutually_exclusive_group()
+    where.add_argument("-m", "--module-name", dest="module", help="import this module for its dg.Definitions")
+    where.add_argument("-f", "--python-file", dest="file", help="run this file for its dg.Definitions")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("status", parents=[location], help="every stage: status, rows, last run, stale or not")
+    export_cmd = commands.add_parser("export", parents=[location], help="write a stage's output to a file")
+    export_cmd.add_argument("stage", metavar="WORKFLOW/STAGE")
+    export_cmd.add_argument("out", metavar="OUT", help="a .jsonl, .csv or .parquet path")
+    export_cmd.add_argument("--partition", default=None, help="one partition of a partitioned stage")
+    preview_cmd = commands.add_parser("preview", parents=[location], help="preview a stage on its real upstream")
+    preview_cmd.add_argument("stage", metavar="WORKFLOW/STAGE")
+    preview_cmd.add_argument("-n", "--num-records", type=int, default=5)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dd-assets`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        location = load_code_location(args.module, args.file)
+        if args.command == "status":
+            _print_table(status_rows(location))
+        elif args.command == "export":
+            rows = export(location, args.stage, args.out, args.partition)
+            print(f"wrote {rows} rows of {args.stage} to {args.out}")
+        else:
+            if args.num_records < 1:
+                raise CommandError("-n must be at least 1", code=2)
+            frame = preview(location, args.stage, args.num_records)
+            import pandas as pd
+
+            with pd.option_context("display.max_columns", None, "display.width", 160, "display.max_colwidth", 60):
+                print(frame.to_string(index=False))
+            print(f"\npreview of {args.stage}: {len(frame)} records, nothing published")
+    except CommandError as exc:
+        print(f"dd-assets: {exc}", file=sys.stderr)
+        return exc.code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The ``dd-assets`` command, run for real in subprocesses: status, export, preview and their errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from dd_assets_tests.conftest import cli_environment
+
+BIN = Path(sys.executable).parent
+
+PROJECT = """
+from pathlib import Path
+import data_designer.config as dd
+from dd_assets import Stage, StageParquetIOManager, Workflow, build_workflow_definitions
+
+here = Path(__file__).parent
+root = dd.DataDesignerConfigBuilder()
+root.add_column(dd.SamplerColumnConfig(name="id", sampler_type="uuid", params=dd.UUIDSamplerParams()))
+root.add_column(dd.SamplerColumnConfig(name="region", sampler_type="category",
+                                       params=dd.CategorySamplerParams(values=["east/1", "west/2"])))
+label = dd.DataDesignerConfigBuilder()
+label.add_column(dd.ExpressionColumnConfig(name="label", expr="{{ region }}-{{ id[:4] }}"))
+workflow = Workflow(name="shop", stages=[
+    Stage(name="people", config=root, num_records=NUM_RECORDS),
+    Stage(name="labels", config=label, depends_on=["people"]),
+    Stage(name="parts", config=root, num_records=6, partitions=2),
+])
+defs = build_workflow_definitions(workflow, io_manager=StageParquetIOManager(base_dir=str(here / "data")))
+"""
+
+
+def _project(tmp_path: Path, num_records: int = 12) -> Path:
+    path = tmp_path / "project.py"
+    path.write_text(PROJECT.replace("NUM_RECORDS", str(num_records)))
+    return path
+
+
+def _run(tmp_path: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "dd-assets"), *args, "-f", str(tmp_path / "project.py")],
+        env=cli_environment(tmp_path),
+        cwd=cwd or tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _materialize(tmp_path: Path, *args: str) -> None:
+    command = [str(BIN / "dagster"), "asset", "materialize", "-f", str(tmp_path / "project.py"), *args]
+    proc = subprocess.run(command, env=cli_environment(tmp_path), cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_status_export_and_preview_of_a_real_project(tmp_path):
+    _project(tmp_path)
+    before = _run(tmp_path, "status")
+    assert before.returncode == 0, before.stderr
+    assert "shop/people" in before.stdout and "never materialized" in before.stdout
+
+    _materialize(tmp_path, "--select", "shop/people,shop/labels")
+    _materialize(tmp_path, "--select", "shop/parts", "--partition", "1")
+    status = _run(tmp_path, "status").stdout
+    people = next(line for line in status.splitlines() if line.startswith("shop/people "))
+    assert "completed" in people and " 12 " in people and "current" in people
+    assert "shop/parts[1]" in status and "shop/parts[0]" not in status
+
+    for suffix in ("jsonl", "csv", "parquet"):
+        out = tmp_path / "out" / f"labels.{suffix}"
+        result = _run(tmp_path, "export", "shop/labels", str(out))
+        assert result.returncode == 0, result.stderr
+        assert f"wrote 12 rows of shop/labels to {out}" in result.stdout
+    lines = (tmp_path / "out/labels.jsonl").read_text().splitlines()
+    assert len(lines) == 12 and "/" in json.loads(lines[0])["region"]  # written as is, not escaped
+    assert len(pd.read_csv(tmp_path / "out/labels.csv")) == 12
+    assert pq.read_table(tmp_path / "out/labels.parquet").column_names[-1] == "label"
+    part = _run(tmp_path, "export", "shop/parts", str(tmp_path / "part1.parquet"), "--partition", "1")
+    assert part.returncode == 0 and pq.read_table(tmp_path / "part1.parquet").num_rows == 3
+
+    preview = _run(tmp_path, "preview", "shop/labels", "-n", "3")
+    assert preview.returncode == 0, preview.stderr[-2000:]
+    assert "preview of shop/labels: 3 records, nothing published" in preview.stdout
+    assert "label" in preview.stdout.splitlines()[0]
+    assert json.loads((tmp_path / "data/shop/labels/stage.json").read_text())["output_rows"] == 12  # untouched
+
+
+def test_a_changed_definition_shows_as_stale(tmp_path):
+    _project(tmp_path, num_records=12)
+    _materialize(tmp_path, "--select", "shop/people")
+    _project(tmp_path, num_records=13)
+    people = next(line for line in _run(tmp_path, "status").stdout.splitlines() if line.startswith("shop/people "))
+    assert "STALE" in people
+
+
+def test_errors_name_the_problem_and_exit_non_zero(tmp_path):
+    _project(tmp_path)
+    unknown = _run(tmp_path, "export", "shop/nope", str(tmp_path / "x.csv"))
+    assert unknown.returncode == 2 and "has no stage 'nope' (stages: people, labels, parts)" in unknown.stderr
+    workflow = _run(tmp_path, "preview", "shoppe/people")
+    assert workflow.returncode == 2 and "unknown workflow 'shoppe' (workflows: shop)" in workflow.stderr
+    unpublished = _run(tmp_path, "export", "shop/people", str(tmp_path / "x.csv"))
+    assert unpublished.returncode == 1 and "no published output" in unpublished.stderr
+    suffix = _run(tmp_path, "export", "shop/people", str(tmp_path / "x.xlsx"))
+    assert suffix.returncode == 2 and ".jsonl, .csv, .parquet" in suffix.stderr
+
+    _materialize(tmp_path, "--select", "shop/people")
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where a folder is expected")
+    unwritable = _run(tmp_path, "export", "shop/people", str(blocked / "out.csv"))
+    assert unwritable.returncode == 1 and "cannot write" in unwritable.stderr
+    preview_upstream = _run(tmp_path, "preview", "shop/labels")
+    assert preview_upstream.returncode == 0  # its upstream is now published
+
+
+def test_no_folder_appears_where_dagster_or_dd_assets_is_started(tmp_path):
+    _project(tmp_path)
+    cwd = tmp_path / "empty"
+    cwd.mkdir()
+    command = [
+        str(BIN / "dagster"),
+        "asset",
+        "materialize",
+        "-f",
+        str(tmp_path / "project.py"),
+        "--select",
+        "shop/people",
+    ]
+    assert subprocess.run(command, env=cli_environment(tmp_path), cwd=cwd, capture_output=True).returncode == 0
+    for args in (["status"], ["preview", "shop/labels", "-n", "2"], ["export", "shop/people", str(tmp_path / "p.csv")]):
+        assert _run(tmp_path, *args, cwd=cwd).returncode == 0
+    assert list(cwd.iterdir()) == []
