@@ -335,6 +335,8 @@ class DataDesignerResource(dg.ConfigurableResource):
             applied once per process. ``otel_metrics_port`` defaults to ``None`` (no port is bound).
         token_statistics: compute tiktoken token statistics (downloads a tokenizer; off by default).
         setup_hint: appended to "provider not configured" errors, to tell users how to configure one.
+        progress_every_s: while a stage generates, report its progress to the run's event log this often
+            (batches, records, requests, rate, time left); ``0`` turns it off.
     """
 
     # Validation errors never echo the input: it may hold a provider's key.
@@ -344,6 +346,7 @@ class DataDesignerResource(dg.ConfigurableResource):
     run_config: dict[str, Any] = Field(default_factory=dict)
     token_statistics: bool = False
     setup_hint: str | None = None
+    progress_every_s: float = 5.0
 
     def __init__(self, **data: Any) -> None:
         providers = data.get("model_providers")

@@ -44,6 +44,7 @@ from dd_assets.io_manager import (
 )
 from dd_assets.log_bridge import data_designer_logs_to_dagster
 from dd_assets.metadata import compact_column_statistics, stage_metadata
+from dd_assets.progress import StageProgress, engine_event_reporter
 from dd_assets.remote_checkpoint import CHECKPOINTS_DIR, RemoteCheckpoint
 from dd_assets.resource import DataDesignerResource
 from dd_assets.secrets import LiteralSecretError, redact
@@ -97,6 +98,7 @@ class StageRun:
     _work_dir: Path | None = None
     _work_was_new: bool = True
     _model_usage: dict[str, Any] = field(default_factory=dict)
+    _progress: StageProgress | None = None
 
     def __post_init__(self) -> None:
         self.partition: str | None = None
@@ -348,6 +350,8 @@ class StageRun:
             column_statistics=column_statistics,
             planned_schema=stage_column_schema(self.workflow, stage),
         )
+        if self._progress is not None:
+            metadata.update(self._progress.final_metadata())
         metadata[VERSION_METADATA_KEY] = dg.MetadataValue.text(version)
         output = StageOutput(
             workflow=self.workflow.name,
@@ -477,6 +481,16 @@ class StageRun:
         usage = self.stage_context.usage
         prefix = f"[{self.workflow.name}/{stage.name}] "
         secrets = self.secrets
+        self._progress = progress = StageProgress(
+            where=self.where,
+            work_dir=work_dir,
+            num_records=num_records,
+            buffer_size=self.resource.data_designer_run_config().buffer_size,
+            usage=usage.as_dict,
+            report=engine_event_reporter(self.context),
+            every_s=self.resource.progress_every_s,
+        )
+        progress.start()
         if checkpoint is not None:
             checkpoint.start()
         try:
@@ -518,6 +532,7 @@ class StageRun:
             message = f"generation failed{f' ({models})' if models else ''}: {reason}"
             raise self.fail(self._with_disk_full_note(message, exc)) from None
         finally:
+            progress.stop()
             record["model_usage"] = self._model_usage = usage.as_dict()
             if checkpoint is not None:
                 checkpoint.stop(final_sync=True)

@@ -120,3 +120,18 @@ def test_workspace_yaml_loads_both_workflows(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True, cwd=REPO)
     assert "quickstart/customer_360" in out.stdout and "doc_qa/chatml" in out.stdout
+
+
+def test_the_shipped_dagster_yaml_makes_a_quiet_instance_with_run_and_pool_limits(tmp_path):
+    import shutil
+
+    import dagster as dg
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "dd_assets" / "examples" / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.telemetry_enabled is False
+        assert instance.global_op_concurrency_default_limit == 2
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+    assert "cp dd_assets/examples/dagster.yaml .dagster_home/" in (REPO / "README.md").read_text()
