@@ -30,6 +30,7 @@ def test_quickstart_stages_show_their_columns_before_any_run():
     assert customers["customer_label"] == ("string", "expression: {{ segment }}/{{ region }}")
 
     orders = _schema(defs, ["quickstart", "orders"])
+    assert list(orders)[:6] == ["customer_id", "region", "segment", "tenure_years", "customer_label", "product"]
     assert orders["region"][1].startswith("from stage 'customers': sampler category")
     assert "unit_price" not in orders  # a dropped column is absent
     joined = _schema(defs, ["quickstart", "customer_360"])
@@ -83,7 +84,10 @@ def test_llm_judge_seed_file_and_unknowable_columns(tmp_path):
 
 def test_a_materialization_adds_the_real_types_to_the_same_descriptions(io_manager, instance):
     workflow = quickstart_workflow()
-    result = materialize(workflow, io_manager, instance, selection=["quickstart/customers"])
+    result = materialize(workflow, io_manager, instance, selection=["quickstart/customers", "quickstart/orders"])
+    planned = _schema(build_workflow_definitions(workflow), ["quickstart", "orders"])
+    materialized = metadata_of(result, ["quickstart", "orders"])["dagster/column_schema"]
+    assert [c.name for c in materialized.columns] == list(planned)  # the planned order is the real one
     schema = metadata_of(result, ["quickstart", "customers"])["dagster/column_schema"]
     columns = {c.name: (c.type, c.description) for c in schema.columns}
     assert columns["tenure_years"][0] == "int64" and columns["tenure_years"][1].startswith("sampler uniform")
