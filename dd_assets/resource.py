@@ -337,6 +337,8 @@ class DataDesignerResource(dg.ConfigurableResource):
         setup_hint: appended to "provider not configured" errors, to tell users how to configure one.
         progress_every_s: while a stage generates, report its progress to the run's event log this often
             (batches, records, requests, rate, time left); ``0`` turns it off.
+        prices: dollars per million input and output tokens, keyed by model name or model alias
+            (``{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}``); each stage then records ``dd_assets/cost_usd``.
     """
 
     # Validation errors never echo the input: it may hold a provider's key.
@@ -347,6 +349,7 @@ class DataDesignerResource(dg.ConfigurableResource):
     token_statistics: bool = False
     setup_hint: str | None = None
     progress_every_s: float = 5.0
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict)
 
     def __init__(self, **data: Any) -> None:
         providers = data.get("model_providers")
@@ -357,6 +360,13 @@ class DataDesignerResource(dg.ConfigurableResource):
                 for p in providers
             ]
         super().__init__(**data)
+
+    @field_validator("prices")
+    @classmethod
+    def _check_prices(cls, prices: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        from dd_assets.costs import check_prices
+
+        return check_prices(prices)
 
     @field_validator("model_providers")
     @classmethod

@@ -32,6 +32,7 @@ from upath import UPath
 from dd_assets import resumable_work
 from dd_assets.checks import safe_check_results
 from dd_assets.column_schema import stage_column_schema
+from dd_assets.costs import cost_metadata, run_total_cost, stage_cost
 from dd_assets.dataset import StageDataset
 from dd_assets.io_manager import (
     VERSION_METADATA_KEY,
@@ -352,6 +353,7 @@ class StageRun:
         )
         if self._progress is not None:
             metadata.update(self._progress.final_metadata())
+        metadata.update(self._cost_metadata(record))
         metadata[VERSION_METADATA_KEY] = dg.MetadataValue.text(version)
         output = StageOutput(
             workflow=self.workflow.name,
@@ -373,6 +375,20 @@ class StageRun:
                 data_version=dg.DataVersion(data_version),
                 metadata=metadata,
             )
+
+    def _cost_metadata(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Tokens (and, with prices set, cost) of this run, logged with the run's total so far."""
+        prices = self.resource.prices
+        cost = stage_cost(record.get("model_usage") or {}, prices, self.stage.builder)
+        record["cost"] = cost
+        if prices and (cost["input_tokens"] or cost["output_tokens"]):
+            total = run_total_cost(self.context.instance, self.context.run.run_id) + cost["cost_usd"]
+            unpriced = f" (no price for {', '.join(cost['unpriced'])})" if cost["unpriced"] else ""
+            self.context.log.info(
+                f"{self.where}: {cost['input_tokens']} input and {cost['output_tokens']} output tokens, "
+                f"${cost['cost_usd']:.4f}{unpriced}; this run so far: ${total:.4f}"
+            )
+        return cost_metadata(cost, priced=bool(prices))
 
     def _resolve_num_records(self, seed: Seed | None) -> int:
         """Run config > ``Stage.num_records`` > the selected block of the seed > the seed > Data Designer's default."""
