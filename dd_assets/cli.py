@@ -3,6 +3,7 @@
     dd-assets status   [-m MODULE | -f FILE]
     dd-assets export   WORKFLOW/STAGE OUT.{jsonl,csv,parquet} [--partition KEY] [-m MODULE | -f FILE]
     dd-assets preview  WORKFLOW/STAGE [-n 5] [-m MODULE | -f FILE]
+    dd-assets estimate WORKFLOW[/STAGE] [-m MODULE | -f FILE]
 
 The code location is found like ``dagster``'s: ``-m`` imports a module, ``-f`` runs a file; the first
 ``dg.Definitions`` in it (``defs`` preferred) is used. Without either, ``dd_assets.definitions`` (the example
@@ -242,6 +243,10 @@ def _parser() -> argparse.ArgumentParser:
     preview_cmd = commands.add_parser("preview", parents=[location], help="preview a stage on its real upstream")
     preview_cmd.add_argument("stage", metavar="WORKFLOW/STAGE")
     preview_cmd.add_argument("-n", "--num-records", type=int, default=5)
+    estimate_cmd = commands.add_parser(
+        "estimate", parents=[location], help="records, LLM columns, model requests and cost range, no model call"
+    )
+    estimate_cmd.add_argument("target", metavar="WORKFLOW[/STAGE]")
     return parser
 
 
@@ -252,6 +257,21 @@ def main(argv: list[str] | None = None) -> int:
         location = load_code_location(args.module, args.file)
         if args.command == "status":
             _print_table(status_rows(location))
+        elif args.command == "estimate":
+            from dd_assets.estimate import as_rows, estimate
+
+            workflow_name, _, stage_name = args.target.partition("/")
+            if stage_name:
+                workflow, _stage = location.stage(args.target)
+            elif workflow_name in location.workflows:
+                workflow = location.workflows[workflow_name]
+            else:
+                known = ", ".join(sorted(location.workflows)) or "none"
+                raise CommandError(f"unknown workflow {workflow_name!r} (workflows: {known})", code=2)
+            prices = location.defs.resources[RESOURCE_KEY].prices
+            _print_table(as_rows(estimate(workflow, stage_name or None, prices)))
+            if not prices:
+                print("\n(no prices set: DataDesignerResource(prices=...) adds a cost range)")
         elif args.command == "export":
             rows = export(location, args.stage, args.out, args.partition)
             print(f"wrote {rows} rows of {args.stage} to {args.out}")

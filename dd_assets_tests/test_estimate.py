@@ -1,0 +1,81 @@
+"""An estimate before spending: records, LLM columns, requests and a cost range, without any model call."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dd_assets import Stage, Workflow
+from dd_assets.estimate import estimate
+from dd_assets_tests.conftest import cli_environment
+from dd_assets_tests.helpers import expression_builder, llm_builder, materialize, metadata_of, sampler_builder
+
+BIN = Path(sys.executable).parent
+
+
+def _workflow() -> Workflow:
+    two = llm_builder("summary", "Summarize {{ text }}")  # max_tokens=32 in the helper's model config
+    two.add_column(llm_builder("title", "Title for {{ text }}").get_column_configs()[0])
+    return Workflow(
+        name="est",
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=12),
+            Stage(name="write", config=llm_builder("text", "Write two lines about {{ n }}"), depends_on=["seed"]),
+            Stage(name="more", config=two, depends_on=["write"]),
+            Stage(
+                name="plain", config=expression_builder("x", "{{ n }}"), depends_on=["seed", "write"], combine="concat"
+            ),
+        ],
+    )
+
+
+def test_estimate_counts_records_and_requests_and_prices_a_range(llm):
+    prices = {"test-model": {"input": 2.0, "output": 10.0}}
+    by_stage = {e.stage: e for e in estimate(_workflow(), prices=prices)}
+    assert [by_stage[s].records for s in ["seed", "write", "more", "plain"]] == [12, 12, 12, 24]
+    assert [by_stage[s].requests for s in ["seed", "write", "more", "plain"]] == [0, 12, 24, 0]
+    assert by_stage["more"].llm_columns == ["summary (test-model)", "title (test-model)"]
+    write = by_stage["write"]
+    prompt_tokens = -(-len("Write two lines about {{ n }}") // 4)
+    assert write.cost_low_usd == pytest.approx(12 * (prompt_tokens * 2.0 + 1 * 10.0) / 1e6)
+    assert write.cost_high_usd == pytest.approx(12 * (prompt_tokens * 2.0 + 32 * 10.0) / 1e6)
+    assert llm.count() == 0  # no model was called
+
+
+def test_the_estimate_brackets_what_a_run_then_costs(io_manager, instance, llm, llm_resource):
+    from dd_assets import DataDesignerResource
+
+    prices = {"test-model": {"input": 2.0, "output": 10.0}}
+    workflow = Workflow(name="est", stages=list(_workflow().stages[:2]))
+    (planned,) = estimate(workflow, "write", prices)
+    resource = DataDesignerResource(model_providers=llm_resource.model_providers, prices=prices)
+    result = materialize(workflow, io_manager, instance, resource=resource)
+    spent = metadata_of(result, ["est", "write"])["dd_assets/cost_usd"]
+    assert llm.count("generation") == planned.requests == 12
+    assert planned.cost_low_usd <= spent <= planned.cost_high_usd
+
+
+def test_dd_assets_estimate_prints_each_stage(tmp_path, llm):
+    (tmp_path / "project.py").write_text(
+        "import data_designer.config as dd\n"
+        "from dd_assets import DataDesignerResource, Stage, Workflow, build_workflow_definitions\n"
+        "from dd_assets_tests.helpers import llm_builder, sampler_builder\n"
+        "wf = Workflow(name='est', stages=[Stage(name='seed', config=sampler_builder(), num_records=7),\n"
+        "    Stage(name='write', config=llm_builder('text', 'About {{ n }}'), depends_on=['seed'])])\n"
+        "defs = build_workflow_definitions(wf, data_designer=DataDesignerResource(\n"
+        "    prices={'test-model': {'input': 1.0, 'output': 4.0}}))\n"
+    )
+    env = cli_environment(tmp_path, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    command = [str(BIN / "dd-assets"), "estimate", "est", "-f", str(tmp_path / "project.py")]
+    proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    write = next(line for line in proc.stdout.splitlines() if line.startswith("est/write"))
+    assert " 7 " in write and "text (test-model)" in write and "$" in write
+    missing = subprocess.run(
+        [*command[:2], "est/nope", *command[3:]], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "has no stage 'nope'" in missing.stderr
+    assert llm.count() == 0
