@@ -271,11 +271,17 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
 
         Raises :class:`StageRecordUnreadableError` when the record is not valid JSON with a file list.
         """
-        path = self.stage_dir(workflow, stage, partition) / STAGE_RECORD
-        where = describe(workflow, stage, partition)
+        return self._read_record_at(
+            self.stage_dir(workflow, stage, partition) / STAGE_RECORD, describe(workflow, stage, partition)
+        )
+
+    def _read_record_at(
+        self, path: UPath, where: str, absent: tuple[type[OSError], ...] = (FileNotFoundError,)
+    ) -> dict[str, Any] | None:
+        """The stage record at ``path`` (``None`` when reading it raises one of ``absent``); see read_record."""
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except absent:
             return None
         except OSError as exc:
             raise StageStorageError(f"{where}: cannot read {path}: {exc}") from None
@@ -317,43 +323,49 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             return self._read_one(workflow, stage, partition_key)
         if partition_keys is None and (self.stage_dir(workflow, stage) / STAGE_RECORD).exists():
             return self._read_one(workflow, stage, None)
-        keys = partition_keys if partition_keys is not None else self.stored_partitions(workflow, stage)
-        if not keys:
+        if partition_keys is not None:
+            records = {key: self.read_record(workflow, stage, key) for key in partition_keys}
+        else:
+            records = self._stored_partition_records(workflow, stage)
+        if not records:
             raise StageStorageError(
                 f"{describe(workflow, stage)}: no published output at {self.stage_dir(workflow, stage)}; "
                 "materialize it first"
             )
-        missing = [key for key in keys if self.read_record(workflow, stage, key) is None]
+        missing = [key for key, record in records.items() if record is None]
         if missing:
             raise StageStorageError(
-                f"{describe(workflow, stage)}: partition(s) {', '.join(map(repr, missing))} of {len(keys)} are not "
-                "materialized; materialize them (or backfill the stage) before reading the whole stage"
+                f"{describe(workflow, stage)}: partition(s) {', '.join(map(repr, missing))} of {len(records)} are "
+                "not materialized; materialize them (or backfill the stage) before reading the whole stage"
             )
-        return StageDataset.combine(
-            [self._read_one(workflow, stage, key) for key in keys], self.stage_dir(workflow, stage)
-        )
+        parts = [self._read_one(workflow, stage, key, record) for key, record in records.items()]
+        return StageDataset.combine(parts, self.stage_dir(workflow, stage))
 
     def stored_partitions(self, workflow: str, stage: str) -> list[str]:
         """The keys of a partitioned stage's published partitions, in key order (as stored in their records)."""
+        return list(self._stored_partition_records(workflow, stage))
+
+    def _stored_partition_records(self, workflow: str, stage: str) -> dict[str, dict[str, Any]]:
+        """Key -> record of every published partition of a stage, in key order, each read once."""
         folder = self.stage_dir(workflow, stage) / PARTITIONS_DIR
         if not folder.exists():
-            return []
-        keys = []
+            return {}
+        records = {}
         for child in folder.iterdir():
-            try:
-                raw = (child / STAGE_RECORD).read_bytes()
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            try:
-                key = json.loads(raw.decode("utf-8")).get("partition")
-            except ValueError:
-                key = None
-            keys.append(key if isinstance(key, str) else child.name)
-        return sorted(keys)
+            where = f"{describe(workflow, stage)}, partition folder {child.name!r}"
+            record = self._read_record_at(child / STAGE_RECORD, where, (FileNotFoundError, NotADirectoryError))
+            if record is not None:
+                key = record.get("partition")
+                records[key if isinstance(key, str) else child.name] = record
+        return dict(sorted(records.items()))
 
-    def _read_one(self, workflow: str, stage: str, partition: str | None) -> StageDataset:
+    def _read_one(
+        self, workflow: str, stage: str, partition: str | None, record: dict[str, Any] | None = None
+    ) -> StageDataset:
+        """One stage or partition as a dataset (``record``: its ``stage.json``, when the caller has read it)."""
         where = describe(workflow, stage, partition)
-        record = self.read_record(workflow, stage, partition)
+        if record is None:
+            record = self.read_record(workflow, stage, partition)
         stage_dir = self.stage_dir(workflow, stage, partition)
         if record is None:
             raise StageStorageError(f"{where}: no published output at {stage_dir}; materialize it first")
