@@ -78,13 +78,6 @@ def _cli_each(selection: str, keys: list[str], env: dict[str, str], cwd: Path, *
         for proc in procs:
             if proc.returncode != 0:
                 sys.exit(f"{selection} failed:\n{proc.stderr_text[-4000:]}")
-        if os.environ.get("BENCH_DEBUG"):
-            for proc in procs:
-                print(
-                    "\n".join(
-                        line[-200:] for line in proc.stderr_text.splitlines() if "STEP_" in line or "RUN_" in line
-                    )
-                )
     else:
         for key in keys:
             _check(
@@ -162,17 +155,6 @@ def llm_stage_on_dask(root: Path, s3, server, partitions: int, rows: int) -> Non
             finally:
                 cluster.stop()
         print(f"  {how:12s} {results[how]:7.2f} s  ({server.count('generation')} requests)", flush=True)
-        if os.environ.get("BENCH_DEBUG"):
-            from dd_assets import StageParquetIOManager
-
-            io = StageParquetIOManager(
-                base_dir=env["DD_ASSETS_BASE_DIR"],
-                storage_options={"endpoint_url": s3.endpoint},
-                storage_secrets={"key": "BENCH_S3_KEY", "secret": "BENCH_S3_SECRET"},
-            )
-            for key in keys:
-                record = io.read_record("bench", "write", key)
-                print(key, record["output_rows"], record["resumed"], record["model_usage"], record["run_id"])
     print(f"  dask (2 workers) / one process = {results['dask'] / results['one process']:.3f}")
 
 

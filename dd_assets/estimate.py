@@ -18,7 +18,7 @@ from typing import Any
 from data_designer.config.utils.constants import DEFAULT_NUM_RECORDS
 
 from dd_assets.costs import price_for
-from dd_assets.seeds import own_seed_rows
+from dd_assets.seeds import own_seed_rows, selected_rows
 from dd_assets.spec import Stage, Workflow
 
 CHARS_PER_TOKEN = 4
@@ -64,12 +64,8 @@ def _records(stage: Stage, rows: dict[str, int | None]) -> int | None:
     if any(count is None for count in upstream) or callable(stage.combine):
         return None
     total = sum(upstream) if stage.combine == "concat" else upstream[0]
-    selection = stage.selection_strategy
-    if selection is not None and hasattr(selection, "end"):
-        return max(0, min(selection.end, total - 1) - selection.start + 1)
-    if selection is not None and hasattr(selection, "to_index_range"):
-        return selection.to_index_range(total).size
-    return total
+    selected = selected_rows(total, stage.selection_strategy)
+    return total if selected is None else selected
 
 
 def _estimate_stage(

@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+from data_designer.config.seed import IndexRange, PartitionBlock
 from upath import UPath
 
 from dd_assets.dataset import StageDataset
@@ -67,6 +68,17 @@ def own_seed_rows(builder) -> int | None:
 
             total += len(pd.read_csv(file) if file.suffix == ".csv" else pd.read_json(file))
     return total
+
+
+def selected_rows(rows: int, selection: IndexRange | PartitionBlock | None) -> int | None:
+    """Rows a selection strategy picks out of ``rows`` seed rows (``None`` without a selection)."""
+    if isinstance(selection, IndexRange):
+        return max(0, min(selection.end, rows - 1) - selection.start + 1)
+    if isinstance(selection, PartitionBlock):
+        if rows < selection.num_partitions:
+            return None  # Data Designer rejects it with its own message
+        return selection.to_index_range(rows).size
+    return None
 
 
 def upstream_label(dep: str | dg.AssetKey) -> str:

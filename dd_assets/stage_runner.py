@@ -49,7 +49,15 @@ from dd_assets.progress import StageProgress, engine_event_reporter
 from dd_assets.remote_checkpoint import CHECKPOINTS_DIR, RemoteCheckpoint
 from dd_assets.resource import DataDesignerResource
 from dd_assets.secrets import LiteralSecretError, redact
-from dd_assets.seeds import Seed, as_stage_dataset, build_seed, local_seed_files, own_seed_rows, upstream_label
+from dd_assets.seeds import (
+    Seed,
+    as_stage_dataset,
+    build_seed,
+    local_seed_files,
+    own_seed_rows,
+    selected_rows,
+    upstream_label,
+)
 from dd_assets.spec import Stage, Workflow, check_num_records, load_stage_config, partition_share
 from dd_assets.stage_context import StageContext, running_stage
 from dd_assets.stage_lock import StageBusyError, StageLock
@@ -413,7 +421,7 @@ class StageRun:
             selection = self.partition_block or (own.selection_strategy if own is not None else None)
         if rows is None:
             return DEFAULT_NUM_RECORDS
-        return _selected_rows(rows, selection) or rows or DEFAULT_NUM_RECORDS
+        return selected_rows(rows, selection) or rows or DEFAULT_NUM_RECORDS
 
     def _seed_fingerprint(self, seed: Seed | None, upstream_versions: dict[str, str]) -> str | None:
         """The content of the seed this run reads: upstream data version(s), or the seed files' bytes."""
@@ -651,17 +659,6 @@ class StageRun:
         target = work_dir / "empty.parquet"
         pq.write_table(schema.empty_table(), target)
         return target
-
-
-def _selected_rows(rows: int, selection: IndexRange | PartitionBlock | None) -> int | None:
-    """Rows a selection strategy picks out of ``rows`` seed rows (``None`` without a selection)."""
-    if isinstance(selection, IndexRange):
-        return max(0, min(selection.end, rows - 1) - selection.start + 1)
-    if isinstance(selection, PartitionBlock):
-        if rows < selection.num_partitions:
-            return None  # Data Designer rejects it with its own message
-        return selection.to_index_range(rows).size
-    return None
 
 
 def _move_seed(seed: Seed, target: Path) -> Seed:
