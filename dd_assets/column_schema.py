@@ -2,7 +2,8 @@
 
 The definition metadata ``dagster/column_schema`` of a stage is derived from its Data Designer config and its
 upstreams', following the same column flow as :mod:`dd_assets.validation`: seed columns (with the stage or seed
-file they come from), then the columns the config generates, minus dropped columns and drop processors; a
+file they come from), then the columns the config generates (Data Designer's own output order can differ from run
+to run; the materialized schema shows the real one), minus dropped columns and drop processors; a
 processor output (``output="processor:<name>"``) of a schema transform has its template's columns. Where the
 columns cannot be known without running (an external upstream, a callable ``combine``, ``on_success``), the stage
 gets no column schema before its first run. A materialization then records the real Arrow types with the same

@@ -87,7 +87,9 @@ def test_a_materialization_adds_the_real_types_to_the_same_descriptions(io_manag
     result = materialize(workflow, io_manager, instance, selection=["quickstart/customers", "quickstart/orders"])
     planned = _schema(build_workflow_definitions(workflow), ["quickstart", "orders"])
     materialized = metadata_of(result, ["quickstart", "orders"])["dagster/column_schema"]
-    assert [c.name for c in materialized.columns] == list(planned)  # the planned order is the real one
+    # the planned columns are the real ones; Data Designer's physical column order varies between runs (samplers
+    # and seed columns are written by concurrent tasks), so only the set is compared
+    assert sorted(c.name for c in materialized.columns) == sorted(planned)
     schema = metadata_of(result, ["quickstart", "customers"])["dagster/column_schema"]
     columns = {c.name: (c.type, c.description) for c in schema.columns}
     assert columns["tenure_years"][0] == "int64" and columns["tenure_years"][1].startswith("sampler uniform")
