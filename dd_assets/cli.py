@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import runpy
 import sys
 from dataclasses import dataclass
@@ -290,5 +291,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry_point() -> None:
+    """The console script: :func:`main`, then leave without interpreter teardown.
+
+    Everything is written and closed by then. Native threads started by imported libraries can abort the process
+    while Python finalizes ("terminate called without an active exception", exit -6), turning a finished command's
+    exit code into a crash; ``os._exit`` keeps the code the command chose.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()
