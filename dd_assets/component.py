@@ -23,6 +23,7 @@ from pydantic import Field
 from dd_assets.io_manager import StageParquetIOManager
 from dd_assets.resource import DataDesignerResource
 from dd_assets.spec import WorkflowDefinitionError
+from dd_assets.stage_guard import DEFAULT_STALL_TIMEOUT_S
 from dd_assets.workflow_definitions import build_workflow_definitions
 from dd_assets.yaml_loader import load_workflow_yaml, workflow_from_mapping
 
@@ -70,6 +71,8 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
         run_config: Data Designer ``RunConfig`` fields.
         execution: ``per_stage`` or ``concurrent`` (default: the workflow's own ``execution``).
         max_concurrent_stages: in concurrent execution, at most this many stages at once.
+        prices: dollars per million input and output tokens by model or alias (``DataDesignerResource.prices``).
+        stall_timeout_s: fail a stage whose model calls wait this long without a success.
     """
 
     workflow_file: str | None = Field(default=None, description="Workflow YAML file, relative to this folder.")
@@ -84,6 +87,12 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
     )
     max_concurrent_stages: int | None = Field(
         default=None, ge=1, description="In concurrent execution, at most this many stages at once."
+    )
+    prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="USD per million input and output tokens, by model or alias."
+    )
+    stall_timeout_s: float = Field(
+        default=DEFAULT_STALL_TIMEOUT_S, gt=0, description="Fail a stage whose model calls wait this long unanswered."
     )
 
     def load_workflow(self, folder: Path):
@@ -101,7 +110,11 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
         return build_workflow_definitions(
             workflow,
             data_designer=_shared(
-                DataDesignerResource, model_providers=self.model_providers, run_config=self.run_config
+                DataDesignerResource,
+                model_providers=self.model_providers,
+                run_config=self.run_config,
+                prices=self.prices,
+                stall_timeout_s=self.stall_timeout_s,
             ),
             io_manager=_shared(StageParquetIOManager, base_dir=self.base_dir),
             execution=self.execution,

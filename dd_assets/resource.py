@@ -29,8 +29,10 @@ from data_designer.config.default_model_settings import get_default_providers, r
 from data_designer.config.models import ModelConfig, ModelProvider
 from data_designer.config.run_config import RunConfig
 from data_designer.engine.models.clients.adapters.http_model_client import ClientConcurrencyMode
+from data_designer.engine.models.clients.model_request_executor import ModelRequestExecutor
 from data_designer.engine.models.registry import ModelRegistry
 from data_designer.engine.models.usage import ModelUsageStats
+from data_designer.engine.observability import fanout_scheduler_event_sinks
 from data_designer.engine.resources.resource_provider import ResourceProvider
 from data_designer.interface.data_designer import DataDesigner
 from packaging.specifiers import SpecifierSet
@@ -46,6 +48,7 @@ from dd_assets.secrets import (
     resolve_env_var,
 )
 from dd_assets.stage_context import CURRENT_STAGE
+from dd_assets.stage_guard import DEFAULT_STALL_TIMEOUT_S, GuardedModelClient, ModelCall, SchedulerStartSink
 from dd_assets.stage_models import used_model_configs
 
 logger = logging.getLogger(__name__)
@@ -143,6 +146,25 @@ class StageRoutedUsageStats(ModelUsageStats):
         stage = CURRENT_STAGE.get()
         if stage is not None:
             stage.usage.extend(self._model_name, **usage)
+            tokens = usage.get("token_usage")
+            if stage.guard is not None and tokens is not None:
+                stage.guard.add_tokens(tokens.input_tokens + tokens.output_tokens)
+
+
+def guard_requests(facade: Any, alias: str) -> None:
+    """Pass every request attempt of a shared facade through the current stage's guard (stall and budget).
+
+    The guard goes around the HTTP adapter inside Data Designer's ``ModelRequestExecutor``, so it sees each retry.
+    """
+    client = getattr(facade, "_client", None)
+    if not isinstance(client, ModelRequestExecutor) or getattr(client, "_inner", None) is None:
+        raise DataDesignerCompatibilityError(
+            "Data Designer's ModelFacade no longer sends requests through a ModelRequestExecutor; dd_assets cannot "
+            "enforce stall deadlines and token budgets"
+        )
+    if not isinstance(client._inner, GuardedModelClient):
+        call = ModelCall(alias=alias, model=facade.model_name, provider=facade.model_provider_name)
+        client._inner = GuardedModelClient(client._inner, call)
 
 
 class SharedModelRegistry(ModelRegistry):
@@ -201,6 +223,7 @@ class SharedModelRegistry(ModelRegistry):
                 raise DataDesignerCompatibilityError("Data Designer's ModelFacade keeps no _usage_stats")
             if not isinstance(facade._usage_stats, StageRoutedUsageStats):
                 facade._usage_stats = StageRoutedUsageStats.routing(facade._usage_stats, facade.model_name)
+                guard_requests(facade, model_alias)
             return facade
 
     def _aliases_to_check(self, model_aliases: list[str]) -> list[str]:
@@ -295,7 +318,10 @@ class SharedRegistryDataDesigner(DataDesigner):
         registry = self.shared_registry
         registry.register_stage_models(used_model_configs(config_builder), owner=f"create({dataset_name!r})")
         provider.model_registry = registry
-        return provider
+        # The stage's guard learns which scheduler run to cancel when it stops the stage. model_copy, because
+        # validating the field checks isinstance against a Protocol that is not runtime-checkable.
+        sink = fanout_scheduler_event_sinks(provider.scheduler_event_sink, SchedulerStartSink())
+        return provider.model_copy(update={"scheduler_event_sink": sink})
 
 
 _DATA_DESIGNERS: dict[str, SharedRegistryDataDesigner] = {}
@@ -339,6 +365,8 @@ class DataDesignerResource(dg.ConfigurableResource):
             (batches, records, requests, rate, time left); ``0`` turns it off.
         prices: dollars per million input and output tokens, keyed by model name or model alias
             (``{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}``); each stage then records ``dd_assets/cost_usd``.
+        stall_timeout_s: a stage whose model calls wait this long without one success (every request answered
+            with HTTP 429, say) fails, keeping its finished batches; ``Stage(stall_timeout_s=...)`` overrides it.
     """
 
     # Validation errors never echo the input: it may hold a provider's key.
@@ -350,6 +378,7 @@ class DataDesignerResource(dg.ConfigurableResource):
     setup_hint: str | None = None
     progress_every_s: float = 5.0
     prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    stall_timeout_s: float = Field(default=DEFAULT_STALL_TIMEOUT_S, gt=0)
 
     def __init__(self, **data: Any) -> None:
         providers = data.get("model_providers")

@@ -102,6 +102,11 @@ class Stage:
         min_judge_score: when set, the ``judge_score`` check wants this mean score of the llm-judge columns.
         partitions: split the stage into partitions: an int N >= 2 (static keys ``"0"``..``"N-1"``, zero-padded
             to equal width) or any ``dg.PartitionsDefinition``. See ``docs/scale.md``.
+        token_budget: the stage fails, keeping its finished batches, once its model calls used more input plus
+            output tokens than this (a partitioned stage: per partition); the run config's ``token_budget``
+            overrides it. See ``docs/costs.md``.
+        stall_timeout_s: fail when the stage's model calls wait this long without one success; overrides
+            ``DataDesignerResource.stall_timeout_s``.
     """
 
     name: str
@@ -120,6 +125,8 @@ class Stage:
     completion_threshold: float = 0.95
     min_judge_score: float | None = None
     partitions: int | dg.PartitionsDefinition | None = None
+    token_budget: int | None = None
+    stall_timeout_s: float | None = None
 
     # Filled in by validation: the config as a builder, with the user's object left untouched.
     builder: DataDesignerConfigBuilder = field(init=False, repr=False)
@@ -453,7 +460,22 @@ def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_n
         isinstance(stage.min_judge_score, bool) or not isinstance(stage.min_judge_score, (int, float))
     ):
         fail(f"must be a number, got {stage.min_judge_score!r}", "min_judge_score")
+    problem = check_token_budget(stage.token_budget)
+    if problem:
+        fail(problem, "token_budget")
+    timeout = stage.stall_timeout_s
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        fail(f"must be a number of seconds > 0, got {timeout!r}", "stall_timeout_s")
     _validate_partitions(stage, builder, fail)
+
+
+def check_token_budget(budget: object) -> str | None:
+    """What is wrong with a ``token_budget`` (``None`` when it is fine or unset)."""
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        return f"must be a whole number of tokens >= 1, got {budget!r}"
+    return None
 
 
 def _validate_partitions(stage: Stage, builder: DataDesignerConfigBuilder, fail: Callable[[str, str], None]) -> None:

@@ -53,6 +53,7 @@ class StageContext:
 
     label: str  # "workflow/stage"
     usage: StageUsageMeter = field(default_factory=StageUsageMeter)
+    guard: Any = None  # the stage run's dd_assets.stage_guard.StageGuard, while it generates
 
 
 CURRENT_STAGE: contextvars.ContextVar[StageContext | None] = contextvars.ContextVar("dd_assets_stage", default=None)

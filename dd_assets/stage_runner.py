@@ -58,8 +58,16 @@ from dd_assets.seeds import (
     selected_rows,
     upstream_label,
 )
-from dd_assets.spec import Stage, Workflow, check_num_records, load_stage_config, partition_share
+from dd_assets.spec import (
+    Stage,
+    Workflow,
+    check_num_records,
+    check_token_budget,
+    load_stage_config,
+    partition_share,
+)
 from dd_assets.stage_context import StageContext, running_stage
+from dd_assets.stage_guard import StageGuard, read_tokens_spent, write_tokens_spent
 from dd_assets.stage_lock import StageBusyError, StageLock
 from dd_assets.stage_models import used_model_aliases, used_model_configs
 from dd_assets.versioning import (
@@ -77,10 +85,12 @@ class StageRunConfig(dg.Config):
         num_records: records to generate this run; overrides ``Stage.num_records`` and the seed size.
         output_override: a parquet file or directory that replaces the stage's output; the stage makes
             no model call (like Data Designer's ``stage_output_overrides``, without generating first).
+        token_budget: tokens this stage may use; overrides ``Stage.token_budget`` for this run.
     """
 
     num_records: int | None = None
     output_override: str | None = None
+    token_budget: int | None = None
 
 
 class StageFailure(dg.Failure):
@@ -501,6 +511,7 @@ class StageRun:
         if resume == ResumeMode.NEVER and artifacts_dir.exists():
             shutil.rmtree(artifacts_dir)
         record["resumed"] = resume == ResumeMode.ALWAYS
+        guard = self._stage_guard(work_dir, resumed=resume == ResumeMode.ALWAYS)
 
         usage = self.stage_context.usage
         prefix = f"[{self.workflow.name}/{stage.name}] "
@@ -517,6 +528,8 @@ class StageRun:
         progress.start()
         if checkpoint is not None:
             checkpoint.start()
+        self.stage_context.guard = guard
+        guard.start()
         try:
             with data_designer_logs_to_dagster(self.context, prefix, secrets, stage_label=self.stage_context.label):
                 try:
@@ -546,20 +559,31 @@ class StageRun:
                 output_result = result
                 if stage.output_processors:
                     output_result = self._run_output_processors(data_designer, builder, result, artifacts_dir)
-        except OSError:
+        except BaseException as exc:
             self._model_usage = usage.as_dict()
-            raise
-        except Exception as exc:
-            self._model_usage = usage.as_dict()
+            if guard.stop_reason is not None:
+                raise self.fail(self._stopped_message(guard, work_dir)) from None
+            if isinstance(exc, OSError) or not isinstance(exc, Exception):
+                raise
             models = _models_used(builder)
             reason = redact(str(exc), secrets)
             message = f"generation failed{f' ({models})' if models else ''}: {reason}"
             raise self.fail(self._with_disk_full_note(message, exc)) from None
         finally:
+            guard.stop_watching()
+            self.stage_context.guard = None
+            write_tokens_spent(work_dir, guard.tokens_total)
             progress.stop()
             record["model_usage"] = self._model_usage = usage.as_dict()
             if checkpoint is not None:
                 checkpoint.stop(final_sync=True)
+        if guard.stop_reason is not None:
+            if guard.refused:  # cannot happen (a refused record keeps the run going until it is cancelled)
+                raise self.fail(self._stopped_message(guard, work_dir))
+            self.context.log.warning(
+                f"{self.where}: the requests in flight when the stage stopped ({guard.stop_reason}) finished "
+                f"its last records ({guard.tokens_total:,} tokens used); nothing was refused, so it is published"
+            )
 
         if stage.on_success is not None:
             try:
@@ -576,6 +600,32 @@ class StageRun:
         except Exception:
             analysis = None
         return files, artifacts_dir, analysis, _parquet_files(result.artifact_storage.final_dataset_path)
+
+    def _stage_guard(self, work_dir: Path, *, resumed: bool) -> StageGuard:
+        """The stall deadline and token budget of this run (a fresh start forgets earlier runs' tokens)."""
+        budget = self.config.token_budget if self.config.token_budget is not None else self.stage.token_budget
+        problem = check_token_budget(self.config.token_budget)
+        if problem:
+            raise self.fail(f"run config token_budget {problem}")
+        if not resumed:
+            write_tokens_spent(work_dir, 0)
+        return StageGuard(
+            stall_timeout_s=self.stage.stall_timeout_s or self.resource.stall_timeout_s,
+            token_budget=budget,
+            tokens_before=read_tokens_spent(work_dir) if resumed else 0,
+        )
+
+    def _stopped_message(self, guard: StageGuard, work_dir: Path) -> str:
+        kept = resumable_work.finished_batches(work_dir)
+        again = (
+            "rerun with a larger token_budget to resume them"
+            if guard.budget_spent
+            else "the next materialization resumes them"
+        )
+        return (
+            f"{guard.stop_reason}. Kept {kept} finished batch(es) in {work_dir}; {again} without requesting "
+            "their records again"
+        )
 
     def _remote_checkpoint(self, work_dir: Path) -> RemoteCheckpoint | None:
         """The object-store checkpoint of this work (URL base_dir with checkpointing on), else ``None``."""

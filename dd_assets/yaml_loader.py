@@ -86,6 +86,16 @@ class StageModel(BaseModel):
         ge=2,
         description="Split the stage into this many static partitions, keys '0'..'N-1' zero-padded (docs/scale.md).",
     )
+    token_budget: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        description="Fail, keeping finished batches, once the stage used more tokens than this (docs/costs.md).",
+    )
+    stall_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Fail when the stage's model calls wait this long without a success (default: the resource's).",
+    )
 
 
 class WorkflowModel(BaseModel):
@@ -227,6 +237,8 @@ def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") 
                 combine=combine,
                 description=stage.description,
                 partitions=stage.partitions,
+                token_budget=stage.token_budget,
+                stall_timeout_s=stage.stall_timeout_s,
             )
         )
     try:

@@ -213,3 +213,24 @@ def first_prompt_always(server: FakeLLMServer, fault):
         return fault if prompt == chosen[0] else None
 
     return hook
+
+
+class after_n_answers:  # noqa: N801 - used like the other fault hooks
+    """A fault hook that answers the first ``n`` generation requests and fails every later one (retries included):
+    a provider that starts rate-limiting for good in the middle of a run. ``first_fault_at`` is when it started
+    (``time.monotonic()``)."""
+
+    def __init__(self, server: FakeLLMServer, n: int, fault):
+        self.server, self.n, self.fault = server, n, fault
+        self.first_fault_at: float | None = None
+
+    def __call__(self, prompt: str):
+        if prompt == HEALTH_CHECK_PROMPT:
+            return None
+        with self.server.lock:
+            self.server.generation_requests += 1
+            if self.server.generation_requests <= self.n:
+                return None
+            if self.first_fault_at is None:
+                self.first_fault_at = time.monotonic()
+        return self.fault

@@ -1,0 +1,177 @@
+"""Stall deadline and token budgets: a stage stops sending requests, fails clearly and keeps its finished batches."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from dd_assets import DataDesignerResource, Stage, Workflow
+from dd_assets_tests.helpers import failure_message, llm_builder, materialize, metadata_of, sampler_builder
+from dd_assets_tests.llm_server import HEALTH_CHECK_PROMPT, after_n_answers
+
+RATE_LIMITED = (429, {"error": {"message": "rate limit exceeded", "type": "rate_limit_error"}})
+RECORDS, BATCH = 20, 5
+
+
+def _workflow(*, sibling: bool = False, **stage_fields) -> Workflow:
+    """seed -> write (with ``stage_fields``), and with ``sibling`` an unlimited branch seed -> summary."""
+    stages = [
+        Stage(name="seed", config=sampler_builder(), num_records=RECORDS),
+        Stage(
+            name="write",
+            config=llm_builder("text", "Write two lines about {{ n }} and {{ color }}"),
+            depends_on=["seed"],
+            **stage_fields,
+        ),
+    ]
+    if sibling:
+        stages.append(Stage(name="summary", config=llm_builder("gist", "Summarize {{ n }}"), depends_on=["seed"]))
+    return Workflow(name="guard", stages=stages)
+
+
+def _resource(llm_resource: DataDesignerResource, **fields) -> DataDesignerResource:
+    """Batches of 5 generated one after another, so a stop leaves whole batches behind."""
+    return DataDesignerResource(
+        model_providers=llm_resource.model_providers,
+        run_config={"buffer_size": BATCH, "max_concurrent_row_groups": 1},
+        **fields,
+    )
+
+
+def _generation_prompts(llm) -> list[str]:
+    """The prompts the ``write`` stage sent."""
+    return [p for p in llm.prompts if p != HEALTH_CHECK_PROMPT and p.startswith("Write")]
+
+
+def _finished_batches(io_manager, workflow: str, stage: str) -> int:
+    root = Path(io_manager.work_root(workflow, stage))
+    return len(list(root.glob("*/artifacts/parquet-files/batch_*.parquet")))
+
+
+@pytest.mark.parametrize("execution", ["per_stage", "concurrent"])
+def test_a_stage_rate_limited_for_good_fails_within_its_deadline_and_resumes(
+    execution, io_manager, instance, llm, llm_resource
+):
+    llm.fault = hook = after_n_answers(llm, 2 * BATCH, RATE_LIMITED)
+    stall_timeout_s = 3.0
+    resource = _resource(llm_resource, stall_timeout_s=30.0)  # the stage's own field wins
+    result = materialize(
+        _workflow(stall_timeout_s=stall_timeout_s),
+        io_manager,
+        instance,
+        resource=resource,
+        raise_on_error=False,
+        execution=execution,
+    )
+    assert not result.success
+    message = failure_message(result, "guard", "write", execution)
+    for fragment in (
+        "workflow 'guard', stage 'write'",
+        "stalled: no model request succeeded for",
+        "stall_timeout_s=3",
+        "model alias 'test-model' (model 'test-model', provider",
+        "last error: HTTP 429 rate_limit",
+        "Kept 2 finished batch(es)",
+    ):
+        assert fragment in message, message
+
+    # within the deadline plus one batch's time, counted from the first 429
+    failed_at = time.monotonic()
+    answered = sorted(llm.spans)[: 2 * BATCH]
+    one_batch = (answered[-1][1] - answered[0][0]) / 2
+    waited = failed_at - hook.first_fault_at
+    assert stall_timeout_s <= waited <= stall_timeout_s + one_batch + 1.0, (waited, one_batch)
+    assert _finished_batches(io_manager, "guard", "write") == 2
+
+    # the provider recovers: the rerun requests only the records of the two unfinished batches
+    llm.reset()
+    result = materialize(
+        _workflow(stall_timeout_s=stall_timeout_s),
+        io_manager,
+        instance,
+        resource=resource,
+        selection=["guard/write"],
+        execution=execution,
+    )
+    assert result.success
+    assert len(_generation_prompts(llm)) == RECORDS - 2 * BATCH
+    assert metadata_of(result, ["guard", "write"])["dagster/row_count"] == RECORDS
+
+
+TOKENS_PER_REQUEST = 7 + 2  # the server counts the prompt's words as input tokens and answers with 2 tokens
+
+
+@pytest.mark.parametrize("execution", ["per_stage", "concurrent"])
+def test_a_budget_stops_a_stage_and_a_rerun_with_a_larger_budget_resumes(
+    execution, io_manager, instance, llm, llm_resource
+):
+    budget = 8 * TOKENS_PER_REQUEST
+    resource = _resource(llm_resource)
+    workflow = _workflow(token_budget=budget, sibling=True)
+    result = materialize(workflow, io_manager, instance, resource=resource, raise_on_error=False, execution=execution)
+    assert not result.success
+    message = failure_message(result, "guard", "write", execution)
+    sent = len(_generation_prompts(llm))
+    assert f"token budget spent: {sent * TOKENS_PER_REQUEST:,} tokens used, token_budget is {budget:,}" in message, (
+        message
+    )
+    assert budget <= sent * TOKENS_PER_REQUEST <= budget + 2 * TOKENS_PER_REQUEST  # at most the requests in flight
+    assert "rerun with a larger token_budget to resume them" in message
+    finished = _finished_batches(io_manager, "guard", "write")
+    assert 1 <= finished < RECORDS // BATCH
+    assert f"Kept {finished} finished batch(es)" in message
+    # the budget is per stage: the sibling branch, sharing the model, is published in full
+    assert metadata_of(result, ["guard", "summary"])["dagster/row_count"] == RECORDS
+
+    # the same budget again: the earlier run's tokens count, so nothing is sent
+    llm.reset()
+    again = materialize(
+        workflow,
+        io_manager,
+        instance,
+        resource=resource,
+        raise_on_error=False,
+        execution=execution,
+        selection=["guard/write"],
+    )
+    assert not again.success and _generation_prompts(llm) == []
+    assert "of them by earlier runs of this work" in failure_message(again, "guard", "write", execution)
+
+    # a larger budget for this run (run config): only the records of unfinished batches are requested
+    llm.reset()
+    rerun = materialize(
+        workflow,
+        io_manager,
+        instance,
+        resource=resource,
+        execution=execution,
+        selection=["guard/write"],
+        run_config={"ops": {"guard__write": {"config": {"token_budget": 100 * TOKENS_PER_REQUEST}}}},
+    )
+    assert rerun.success
+    assert len(_generation_prompts(llm)) == RECORDS - finished * BATCH
+    assert metadata_of(rerun, ["guard", "write"])["dagster/row_count"] == RECORDS
+
+
+def test_bad_budgets_and_deadlines_are_named_at_load(io_manager, instance, llm_resource):
+    from dd_assets import WorkflowDefinitionError
+
+    with pytest.raises(WorkflowDefinitionError, match=r"stage 'write'.*token_budget.*must be a whole number"):
+        _workflow(token_budget=0)
+    with pytest.raises(WorkflowDefinitionError, match=r"stage 'write'.*stall_timeout_s.*must be a number of seconds"):
+        _workflow(stall_timeout_s=-1)
+    with pytest.raises(Exception, match="stall_timeout_s"):
+        DataDesignerResource(stall_timeout_s=0)
+    result = materialize(
+        _workflow(),
+        io_manager,
+        instance,
+        resource=_resource(llm_resource),
+        raise_on_error=False,
+        run_config={"ops": {"guard__write": {"config": {"token_budget": -5}}}},
+    )
+    assert "run config token_budget must be a whole number of tokens >= 1, got -5" in failure_message(
+        result, "guard", "write"
+    )
