@@ -104,7 +104,7 @@ class Stage:
             to equal width) or any ``dg.PartitionsDefinition``. See ``docs/scale.md``.
         token_budget: the stage fails, keeping its finished batches, once its model calls used more input plus
             output tokens than this (a partitioned stage: per partition); the run config's ``token_budget``
-            overrides it. See ``docs/costs.md``.
+            overrides it. See ``docs/reference.md``.
         stall_timeout_s: fail when the stage's model calls wait this long without one success; overrides
             ``DataDesignerResource.stall_timeout_s``.
     """

@@ -89,7 +89,7 @@ class StageModel(BaseModel):
     token_budget: StrictInt | None = Field(
         default=None,
         ge=1,
-        description="Fail, keeping finished batches, once the stage used more tokens than this (docs/costs.md).",
+        description="Fail, keeping finished batches, once the stage used this many tokens (docs/reference.md).",
     )
     stall_timeout_s: float | None = Field(
         default=None,
