@@ -3,10 +3,11 @@
 ``estimate(workflow)`` (and ``dd-assets estimate WORKFLOW[/STAGE]``) follows each stage's record count through
 the workflow the way a run resolves it: ``num_records`` (split over partitions), else the seed's rows (a root
 stage's seed file, an upstream's estimated output, joined by ``concat`` or ``zip``), else Data Designer's default.
-Every LLM column makes one request per record (retries of failed requests come on top). With prices, the cost range
-runs from the prompts' own text (the template's length, about four characters per token, with no substituted
-value and a one-token answer) to that plus ``max_tokens`` per answer; substituted values add to the input side,
-so treat the upper end as a guide, not a bound, when prompts insert long columns.
+Every LLM column makes one request per record (retries of failed requests come on top). The token range, and with
+prices the cost range, runs from the prompts' own text (the template's length, about four characters per token, with
+no substituted value and a one-token answer) to that plus ``max_tokens`` per answer; substituted values add to the
+input side, so treat the upper end as a guide, not a bound, when prompts insert long columns. A stage's
+``token_budget`` below that range is flagged.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class StageEstimate:
     records: int | None  # None: not knowable before a run (external upstream, callable combine)
     llm_columns: list[str] = field(default_factory=list)
     requests: int | None = 0
+    tokens_low: int | None = None
+    tokens_high: int | None = None  # None with tokens_low set: some model sets no max_tokens
     cost_low_usd: float | None = None
     cost_high_usd: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -80,26 +83,43 @@ def _estimate_stage(
         result.notes.append("records unknown before a run (external upstream or callable combine)")
         return result
     result.requests = records * len(llm)
-    if not prices or not llm:
+    if not llm:
         return result
-    low = high = 0.0
+    tokens_low, tokens_high = 0, 0
+    cost_low = cost_high = 0.0
+    priced = bool(prices)
     for column in llm:
         model = configs.get(column.model_alias)
-        price = price_for(prices, model.model if model else column.model_alias, [column.model_alias])
-        if price is None:
-            result.notes.append(f"no price for model alias {column.model_alias!r}")
-            continue
         prompt_tokens = math.ceil(
             len(str(getattr(column, "prompt", "")) + str(getattr(column, "system_prompt", "") or "")) / CHARS_PER_TOKEN
         )
         max_tokens = getattr(getattr(model, "inference_parameters", None), "max_tokens", None) if model else None
-        low += records * (prompt_tokens * price["input"] + 1 * price["output"]) / 1e6
+        tokens_low += records * (prompt_tokens + 1)
         if max_tokens is None:
-            result.notes.append(f"model alias {column.model_alias!r} sets no max_tokens: no upper cost")
-            high = math.inf
+            tokens_high = None
+            result.notes.append(f"model alias {column.model_alias!r} sets no max_tokens: no upper bound")
+        elif tokens_high is not None:
+            tokens_high += records * (prompt_tokens + max_tokens)
+        if not priced:
+            continue
+        price = price_for(prices, model.model if model else column.model_alias, [column.model_alias])
+        if price is None:
+            result.notes.append(f"no price for model alias {column.model_alias!r}")
+            continue
+        cost_low += records * (prompt_tokens * price["input"] + 1 * price["output"]) / 1e6
+        if max_tokens is None or math.isinf(cost_high):
+            cost_high = math.inf
         else:
-            high += records * (prompt_tokens * price["input"] + max_tokens * price["output"]) / 1e6
-    result.cost_low_usd, result.cost_high_usd = low, (None if math.isinf(high) else high)
+            cost_high += records * (prompt_tokens * price["input"] + max_tokens * price["output"]) / 1e6
+    result.tokens_low, result.tokens_high = tokens_low, tokens_high
+    if priced:
+        result.cost_low_usd, result.cost_high_usd = cost_low, (None if math.isinf(cost_high) else cost_high)
+    budget = stage.token_budget
+    if budget is not None:
+        if budget < tokens_low:
+            result.notes.append(f"token_budget {budget:,} is below the lowest estimate: the stage will stop short")
+        elif tokens_high is None or budget < tokens_high:
+            result.notes.append(f"token_budget {budget:,} may stop the stage before its last record")
     return result
 
 
@@ -117,8 +137,16 @@ def as_rows(estimates: list[StageEstimate]) -> list[dict[str, Any]]:
                 "records": "?" if item.records is None else str(item.records),
                 "llm_columns": ", ".join(item.llm_columns) or "-",
                 "requests": "?" if item.requests is None else str(item.requests),
+                "tokens": _token_range(item),
                 "cost": cost,
                 "notes": "; ".join(item.notes),
             }
         )
     return rows
+
+
+def _token_range(item: StageEstimate) -> str:
+    if item.tokens_low is None:
+        return ""
+    high = f"{item.tokens_high:,}" if item.tokens_high is not None else "?"
+    return f"{item.tokens_low:,} - {high}"

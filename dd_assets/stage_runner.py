@@ -511,7 +511,7 @@ class StageRun:
         if resume == ResumeMode.NEVER and artifacts_dir.exists():
             shutil.rmtree(artifacts_dir)
         record["resumed"] = resume == ResumeMode.ALWAYS
-        guard = self._stage_guard(work_dir, resumed=resume == ResumeMode.ALWAYS)
+        guard = self._stage_guard(work_dir, builder, resumed=resume == ResumeMode.ALWAYS)
 
         usage = self.stage_context.usage
         prefix = f"[{self.workflow.name}/{stage.name}] "
@@ -601,7 +601,7 @@ class StageRun:
             analysis = None
         return files, artifacts_dir, analysis, _parquet_files(result.artifact_storage.final_dataset_path)
 
-    def _stage_guard(self, work_dir: Path, *, resumed: bool) -> StageGuard:
+    def _stage_guard(self, work_dir: Path, builder: DataDesignerConfigBuilder, *, resumed: bool) -> StageGuard:
         """The stall deadline and token budget of this run (a fresh start forgets earlier runs' tokens)."""
         budget = self.config.token_budget if self.config.token_budget is not None else self.stage.token_budget
         problem = check_token_budget(self.config.token_budget)
@@ -609,8 +609,17 @@ class StageRun:
             raise self.fail(f"run config token_budget {problem}")
         if not resumed:
             write_tokens_spent(work_dir, 0)
+        stall_timeout_s = self.stage.stall_timeout_s or self.resource.stall_timeout_s
+        for model in used_model_configs(builder):
+            timeout = getattr(model.inference_parameters, "timeout", None)
+            if timeout is not None and timeout >= stall_timeout_s:
+                self.context.log.warning(
+                    f"{self.where}: model alias {model.alias!r} allows {timeout:g} s per request, not less than "
+                    f"stall_timeout_s={stall_timeout_s:g}: a slow but healthy answer can fail the stage as stalled; "
+                    "raise stall_timeout_s"
+                )
         return StageGuard(
-            stall_timeout_s=self.stage.stall_timeout_s or self.resource.stall_timeout_s,
+            stall_timeout_s=stall_timeout_s,
             token_budget=budget,
             tokens_before=read_tokens_spent(work_dir) if resumed else 0,
         )

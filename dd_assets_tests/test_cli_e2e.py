@@ -135,3 +135,20 @@ def test_the_shipped_dagster_yaml_makes_a_quiet_instance_with_run_and_pool_limit
         assert instance.global_op_concurrency_default_limit == 2
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
     assert "cp dd_assets/examples/dagster.yaml .dagster_home/" in (REPO / "README.md").read_text()
+
+
+def test_a_token_budget_in_the_run_config_stops_a_stage_from_the_cli(tmp_path, llm):
+    env = _env(tmp_path, DD_ASSETS_LLM_ENDPOINT=llm.endpoint, DD_ASSETS_LLM_API_KEY="local-test-key")
+    materialize = ["asset", "materialize", "-m", "dd_assets.definitions", "--select", "doc_qa/drafts"]
+    small = json.dumps({"ops": {"doc_qa__drafts": {"config": {"token_budget": 50}}}})
+    proc = _dagster([*materialize, "--config-json", small], env, tmp_path)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "workflow 'doc_qa', stage 'drafts': token budget spent:" in output and "token_budget is 50" in output
+    assert llm.count("generation") < 12 * 3  # it stopped sending
+    assert not (tmp_path / "data" / "doc_qa" / "drafts" / "stage.json").exists()
+
+    large = json.dumps({"ops": {"doc_qa__drafts": {"config": {"token_budget": 1_000_000}}}})
+    proc = _dagster([*materialize, "--config-json", large], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _record(tmp_path, "doc_qa", "drafts")["output_rows"] == 12

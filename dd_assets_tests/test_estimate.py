@@ -42,7 +42,30 @@ def test_estimate_counts_records_and_requests_and_prices_a_range(llm):
     prompt_tokens = -(-len("Write two lines about {{ n }}") // 4)
     assert write.cost_low_usd == pytest.approx(12 * (prompt_tokens * 2.0 + 1 * 10.0) / 1e6)
     assert write.cost_high_usd == pytest.approx(12 * (prompt_tokens * 2.0 + 32 * 10.0) / 1e6)
+    assert (write.tokens_low, write.tokens_high) == (12 * (prompt_tokens + 1), 12 * (prompt_tokens + 32))
     assert llm.count() == 0  # no model was called
+
+
+@pytest.mark.parametrize(
+    ("budget", "note"),
+    [(10, "is below the lowest estimate: the stage will stop short"), (200, "may stop the stage"), (10_000, None)],
+)
+def test_the_estimate_flags_a_token_budget_the_stage_will_not_fit_in(budget, note):
+    workflow = Workflow(
+        name="est",
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=12),
+            Stage(
+                name="write",
+                config=llm_builder("text", "Write two lines about {{ n }}"),
+                depends_on=["seed"],
+                token_budget=budget,
+            ),
+        ],
+    )
+    (write,) = estimate(workflow, "write")  # 12 * 9 = 108 to 12 * 40 = 480 tokens
+    flagged = [n for n in write.notes if "token_budget" in n]
+    assert (flagged == []) if note is None else (note in flagged[0] and f"{budget:,}" in flagged[0])
 
 
 def test_the_estimate_brackets_what_a_run_then_costs(io_manager, instance, llm, llm_resource):

@@ -100,6 +100,30 @@ def test_a_stage_rate_limited_for_good_fails_within_its_deadline_and_resumes(
     assert metadata_of(result, ["guard", "write"])["dagster/row_count"] == RECORDS
 
 
+def test_a_provider_that_never_answers_fails_the_stage_at_its_deadline(io_manager, instance, llm, llm_resource):
+    """Requests in flight that never come back are a stall too; the stage does not wait for the HTTP timeout."""
+    llm.fault = after_n_answers(llm, BATCH, "hang")
+    llm.hang_s = 8.0  # far past the deadline, well inside the client's 60 s timeout
+    try:
+        started = time.monotonic()
+        result = materialize(
+            _workflow(stall_timeout_s=2.0),
+            io_manager,
+            instance,
+            resource=_resource(llm_resource),
+            raise_on_error=False,
+        )
+        assert time.monotonic() - started < 8.0
+        message = failure_message(result, "guard", "write")
+        assert "stalled: no model request succeeded for" in message and "no answer yet" in message, message
+        assert "Kept 1 finished batch(es)" in message
+    finally:
+        deadline = time.monotonic() + 15
+        while llm.in_flight and time.monotonic() < deadline:  # let the server's hanging handlers end
+            time.sleep(0.2)
+        llm.hang_s = 2.0
+
+
 TOKENS_PER_REQUEST = 7 + 2  # the server counts the prompt's words as input tokens and answers with 2 tokens
 
 

@@ -1,0 +1,192 @@
+"""Stall deadline and token budgets, measured in one run: the figures of docs/benchmarks.md's cost-control part.
+
+    python benchmarks/bench_cost_control.py [--records 60] [--batch 10] [--latency 0.05]
+
+Against the local test server (``dd_assets_tests/llm_server.py``), one LLM stage of ``--records`` records in
+batches of ``--batch``, generated one batch after another:
+
+1. Stall: the provider answers 429 for good after two batches. For each ``stall_timeout_s``: the time from the
+   first 429 to the stage's failure, as a ratio to ``stall_timeout_s`` plus one batch's time (the target is <= 1),
+   the finished batches kept, and the requests the rerun (provider healthy) sends against the records of the
+   unfinished batches.
+2. Budget: ``token_budget`` of about 40% of the stage's tokens. Tokens used against the budget (the overshoot is the
+   requests already in flight), the requests the rerun with a larger budget sends, and how many records were
+   requested twice over both runs (the answered records of batches that were still in progress at the stop).
+3. The guard's own cost per request attempt (its bookkeeping around each request, without the network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+os.environ["NEMO_TELEMETRY_ENABLED"] = "false"  # Data Designer reads these at import
+os.environ.setdefault("DATA_DESIGNER_HOME", tempfile.mkdtemp(prefix="dd_home_"))
+
+import dagster as dg  # noqa: E402
+
+from dd_assets import DataDesignerResource, Stage, StageParquetIOManager, Workflow  # noqa: E402
+from dd_assets.stage_guard import ModelCall, StageGuard  # noqa: E402
+from dd_assets_tests.conftest import TEST_API_KEY_ENV, TEST_PROVIDER  # noqa: E402
+from dd_assets_tests.helpers import failure_message, llm_builder, materialize, sampler_builder  # noqa: E402
+from dd_assets_tests.llm_server import HEALTH_CHECK_PROMPT, FakeLLMServer, after_n_answers  # noqa: E402
+
+RATE_LIMITED = (429, {"error": {"message": "rate limit exceeded"}})
+
+
+def _workflow(records: int, **fields) -> Workflow:
+    return Workflow(
+        name="bench",
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=records),
+            Stage(
+                name="write",
+                config=llm_builder("text", "Write two lines about {{ n }} and {{ color }}"),
+                depends_on=["seed"],
+                **fields,
+            ),
+        ],
+    )
+
+
+def _resource(server: FakeLLMServer, batch: int) -> DataDesignerResource:
+    provider = {
+        "name": TEST_PROVIDER,
+        "endpoint": server.endpoint,
+        "provider_type": "openai",
+        "api_key": TEST_API_KEY_ENV,
+    }
+    return DataDesignerResource(
+        model_providers=[provider],
+        run_config={"buffer_size": batch, "max_concurrent_row_groups": 1},
+        progress_every_s=0,
+    )
+
+
+def _write_prompts(server: FakeLLMServer) -> list[str]:
+    return [p for p in server.prompts if p != HEALTH_CHECK_PROMPT and p.startswith("Write")]
+
+
+def _finished_batches(io_manager: StageParquetIOManager) -> int:
+    return len(list(Path(io_manager.work_root("bench", "write")).glob("*/artifacts/parquet-files/batch_*.parquet")))
+
+
+def stall(server: FakeLLMServer, records: int, batch: int, timeout_s: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp, dg.DagsterInstance.ephemeral() as instance:
+        io_manager = StageParquetIOManager(base_dir=str(Path(tmp) / "data"))
+        resource = _resource(server, batch)
+        workflow = _workflow(records, stall_timeout_s=timeout_s)
+        materialize(workflow, io_manager, instance, resource=resource, selection=["bench/seed"])
+        server.reset()
+        server.fault = hook = after_n_answers(server, 2 * batch, RATE_LIMITED)
+        result = materialize(workflow, io_manager, instance, resource=resource, raise_on_error=False)
+        failed_at = time.monotonic()
+        assert not result.success and "stalled" in failure_message(result, "bench", "write"), "the stage did not stall"
+        answered = sorted(server.spans)[: 2 * batch]
+        one_batch = (answered[-1][1] - answered[0][0]) / 2
+        waited = failed_at - hook.first_fault_at
+        kept = _finished_batches(io_manager)
+        server.reset()
+        rerun = materialize(workflow, io_manager, instance, resource=resource, selection=["bench/write"])
+        assert rerun.success
+        return {
+            "waited": waited,
+            "one_batch": one_batch,
+            "ratio": waited / (timeout_s + one_batch),
+            "kept": kept,
+            "rerun_requests": len(_write_prompts(server)),
+            "unfinished_records": records - kept * batch,
+        }
+
+
+def budget(server: FakeLLMServer, records: int, batch: int) -> dict[str, float]:
+    tokens_per_request = 7 + 2  # the server counts prompt words as input tokens and answers with two tokens
+    limit = int(0.4 * records * tokens_per_request)
+    with tempfile.TemporaryDirectory() as tmp, dg.DagsterInstance.ephemeral() as instance:
+        io_manager = StageParquetIOManager(base_dir=str(Path(tmp) / "data"))
+        resource = _resource(server, batch)
+        workflow = _workflow(records, token_budget=limit)
+        materialize(workflow, io_manager, instance, resource=resource, selection=["bench/seed"])
+        server.reset()
+        result = materialize(workflow, io_manager, instance, resource=resource, raise_on_error=False)
+        assert not result.success and "token budget spent" in failure_message(result, "bench", "write")
+        first = _write_prompts(server)
+        kept = _finished_batches(io_manager)
+        server.reset()
+        larger = {"ops": {"bench__write": {"config": {"token_budget": 100 * records * tokens_per_request}}}}
+        rerun = materialize(
+            workflow, io_manager, instance, resource=resource, selection=["bench/write"], run_config=larger
+        )
+        assert rerun.success
+        second = _write_prompts(server)
+        return {
+            "budget": limit,
+            "used": len(first) * tokens_per_request,
+            "kept": kept,
+            "rerun_requests": len(second),
+            "unfinished_records": records - kept * batch,
+            "requested_twice": sum((Counter(first) & Counter(second)).values()),
+            "first_requests": len(first),
+        }
+
+
+def guard_cost(n: int = 200_000) -> float:
+    guard = StageGuard(stall_timeout_s=300, token_budget=10**12)
+    call = ModelCall(alias="a", model="m", provider="p")
+    start = time.perf_counter()
+    for _ in range(n):
+        guard.before_attempt(call)
+        guard.after_attempt(call, None)
+        guard.add_tokens(9)
+    return (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds the server takes per answer")
+    args = parser.parse_args()
+    server = FakeLLMServer().start()
+    try:
+        latency_ms = args.latency * 1000
+        print(f"LLM stage: {args.records} records in batches of {args.batch}, {latency_ms:.0f} ms per answer\n")
+        print("1. Stall: the provider answers 429 for good after two batches")
+        print("stall_timeout_s | first 429 -> failure | one batch | ratio to deadline + batch | kept | rerun requests")
+        for timeout_s in (2.0, 5.0, 10.0):
+            server.reset()
+            server.delay_s = args.latency
+            figures = stall(server, args.records, args.batch, timeout_s)
+            print(
+                f"{timeout_s:>15g} | {figures['waited']:>18.2f} s | {figures['one_batch']:>7.2f} s | "
+                f"{figures['ratio']:>24.3f} | {figures['kept']:>4} | {figures['rerun_requests']} "
+                f"(records of unfinished batches: {figures['unfinished_records']})"
+            )
+        print("\n2. Token budget of 40% of the stage's tokens, then a rerun with a larger one")
+        server.reset()
+        server.delay_s = args.latency
+        figures = budget(server, args.records, args.batch)
+        ratio = figures["used"] / figures["budget"]
+        print(
+            f"tokens used {figures['used']} of budget {figures['budget']} (ratio {ratio:.3f}); "
+            f"{figures['first_requests']} requests; {figures['kept']} batch(es) kept"
+        )
+        print(
+            f"rerun requests {figures['rerun_requests']} "
+            f"(records of unfinished batches: {figures['unfinished_records']}); "
+            f"records requested in both runs: {figures['requested_twice']}"
+        )
+        print(f"\n3. The guard's bookkeeping per request attempt: {guard_cost() * 1e6:.2f} us")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
