@@ -82,7 +82,7 @@ def test_a_stage_rate_limited_for_good_fails_within_its_deadline_and_resumes(
     answered = sorted(llm.spans)[: 2 * BATCH]
     one_batch = (answered[-1][1] - answered[0][0]) / 2
     waited = failed_at - hook.first_fault_at
-    assert stall_timeout_s <= waited <= stall_timeout_s + one_batch + 1.0, (waited, one_batch)
+    assert stall_timeout_s - 0.1 <= waited <= stall_timeout_s + one_batch + 1.0, (waited, one_batch)
     assert _finished_batches(io_manager, "guard", "write") == 2
 
     # the provider recovers: the rerun requests only the records of the two unfinished batches

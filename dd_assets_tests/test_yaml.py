@@ -297,3 +297,12 @@ def test_duplicate_workflow_name_between_yaml_and_python(tmp_path):
     wf = Workflow(name="quickstart", stages=[__import__("dd_assets").Stage(name="a", config=sampler_builder())])
     with pytest.raises(WorkflowDefinitionError, match="workflow 'quickstart', field 'name': two workflows"):
         build_workflow_definitions([quickstart_workflow(), wf])
+
+
+def test_token_budget_and_stall_timeout_keys(tmp_path):
+    wf = Workflow.from_yaml(
+        _write(tmp_path, _workflow_text(_stage("a", "\n    token_budget: 5000\n    stall_timeout_s: 45")))
+    )
+    assert wf.stage("a").token_budget == 5000 and wf.stage("a").stall_timeout_s == 45
+    message = _load_error(tmp_path, _workflow_text(_stage("a", "\n    token_budget: 0")))
+    assert "workflow 'wf', stage 'a', field 'token_budget'" in message
