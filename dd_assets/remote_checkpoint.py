@@ -12,7 +12,9 @@ What is copied, and why it is consistent (Data Designer 0.9, ``engine/storage/ar
 - ``dropped-columns-parquet-files/batch_N.parquet`` and ``processors-files/*/batch_N.parquet`` are written
   before batch N is renamed into place, so they are complete once it is, and are copied before it;
 - ``metadata.json`` is replaced atomically (it holds the target and buffer size resume checks);
-- ``tmp-partial-parquet-files/`` (a batch in progress) is never copied: resume discards it anyway.
+- ``tmp-partial-parquet-files/`` (a batch in progress) is never copied: resume discards it anyway;
+- the work directory's ``tokens_spent.json`` (the tokens this work used, counted in a stage's ``token_budget``) is
+  copied beside ``artifacts/`` and restored with it, so a retry elsewhere cannot spend the budget again.
 
 Data Designer refuses to resume when the stored ``config_hash`` differs from the current config's, and its hash
 includes the seed file's *path*, which is another folder on another machine. The checkpoint's folder is named by
@@ -30,6 +32,8 @@ import threading
 from pathlib import Path
 
 from upath import UPath
+
+from dd_assets.stage_guard import SPENT_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ class RemoteCheckpoint:
     # --- restoring -----------------------------------------------------------------------------
     def restore(self) -> int:
         """Download the checkpoint when this machine has no work of its own; returns the batches restored."""
+        self._restore_tokens_spent()
         if (self._local / METADATA).exists():
             return 0  # this machine's own work is at least as far along
         try:
@@ -129,6 +134,7 @@ class RemoteCheckpoint:
             metadata = self._local / METADATA
             if metadata.exists() and self._changed(metadata):
                 self._put(metadata)
+            self._sync_tokens_spent()
         except OSError as exc:  # a copy failure costs only the resume, never the run
             self.errors.append(str(exc))
             logger.warning("checkpointing %s to %s failed: %s", self.work_dir, self.remote_dir, exc)
@@ -151,6 +157,25 @@ class RemoteCheckpoint:
         stamp = _stamp(path)
         self.remote_dir.fs.put_file(str(path), (self._remote / relative).path)
         self.uploaded[relative] = stamp
+
+    # --- the tokens this work has used, counted in the stage's budget on whichever machine resumes it ---------
+    def _restore_tokens_spent(self) -> None:
+        local, remote = self.work_dir / SPENT_FILE, self.remote_dir / SPENT_FILE
+        try:
+            if not local.exists() and remote.exists():
+                self.remote_dir.fs.get_file(remote.path, str(local))
+        except OSError as exc:
+            logger.warning("restoring %s from %s failed: %s", local, remote, exc)
+
+    def _sync_tokens_spent(self) -> None:
+        local = self.work_dir / SPENT_FILE
+        try:
+            stamp = _stamp(local)
+        except FileNotFoundError:
+            return
+        if self.uploaded.get(SPENT_FILE) != stamp:
+            self.remote_dir.fs.put_file(str(local), (self.remote_dir / SPENT_FILE).path)
+            self.uploaded[SPENT_FILE] = stamp
 
     # --- cleaning up ---------------------------------------------------------------------------
     def remove(self) -> None:

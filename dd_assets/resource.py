@@ -250,7 +250,7 @@ class SharedModelRegistry(ModelRegistry):
             for alias in self._aliases_to_check(model_aliases):
                 running = self._checks_in_flight.get(alias)
                 if running is not None and running.get_loop() is loop:
-                    waits.append(running)
+                    waits.append((alias, running))
                 else:
                     self._checks_in_flight[alias] = loop.create_future()
                     todo.append(alias)
@@ -263,8 +263,13 @@ class SharedModelRegistry(ModelRegistry):
             self._settle_checks(todo, exc)
             raise
         self._settle_checks(todo, None)
-        for check in waits:
-            await asyncio.shield(check)  # raises the first check's error when it failed
+        for alias, check in waits:
+            try:
+                await asyncio.shield(check)
+            except Exception:
+                # The other stage's check failed, maybe for a reason of its own (its guard refused the request):
+                # this stage checks for itself, so the error it reports is its own.
+                await self.arun_health_check([alias])
 
     def _settle_checks(self, aliases: list[str], error: BaseException | None) -> None:
         with self._lock:

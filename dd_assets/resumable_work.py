@@ -82,31 +82,50 @@ def reopen_short_batches(artifacts_dir: Path, completion_threshold: float) -> tu
     Returns ``(batches reopened, resumable)``; ``resumable`` is ``False`` when after-generation processors
     have already rewritten the dataset, so the batches cannot be reopened and the work must start afresh.
     """
-    try:
-        metadata = json.loads((artifacts_dir / "metadata.json").read_text())
-        buffer_size = int(metadata["buffer_size"])
-        target = int(metadata["target_num_records"])
-    except (OSError, ValueError, KeyError, TypeError):
+    metadata = _batch_metadata(artifacts_dir)
+    if metadata is None:
         return 0, True  # Data Designer decides (and explains) whether it can resume
-    short, dropped = [], 0
-    for path in sorted((artifacts_dir / BATCHES).glob("batch_*.parquet")):
-        try:
-            index = int(path.stem.split("_", 1)[1])
-            rows = pq.read_metadata(path).num_rows
-        except (ValueError, IndexError, OSError):
-            continue
-        planned = min(buffer_size, target - index * buffer_size)
-        if rows < planned:
-            short.append(path)
-            dropped += planned - rows
+    short = short_batches(artifacts_dir)
+    dropped = sum(missing for _, missing in short)
+    target = int(metadata["target_num_records"])
     # batches not finished yet are generated on resume anyway: only the dropped records can keep it short
     if not short or target - dropped >= completion_threshold * target:
         return 0, True
     if metadata.get("post_generation_processed") or metadata.get("post_generation_state"):
         return 0, False
-    for path in short:
+    for path, _ in short:
         path.unlink()
     return len(short), True
+
+
+def _batch_metadata(artifacts_dir: Path) -> dict[str, Any] | None:
+    try:
+        metadata = json.loads((artifacts_dir / "metadata.json").read_text())
+        int(metadata["buffer_size"]), int(metadata["target_num_records"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return metadata
+
+
+def short_batches(artifacts_dir: Path, written_since: float | None = None) -> list[tuple[Path, int]]:
+    """Finished batch files holding fewer records than planned, with how many each lacks (optionally only those
+    written at or after ``written_since``, a ``time.time()``)."""
+    metadata = _batch_metadata(artifacts_dir)
+    if metadata is None:
+        return []
+    buffer_size, target = int(metadata["buffer_size"]), int(metadata["target_num_records"])
+    short = []
+    for path in sorted((artifacts_dir / BATCHES).glob("batch_*.parquet")):
+        try:
+            index = int(path.stem.split("_", 1)[1])
+            rows = pq.read_metadata(path).num_rows
+            written = path.stat().st_mtime
+        except (ValueError, IndexError, OSError):
+            continue
+        planned = min(buffer_size, target - index * buffer_size)
+        if rows < planned and (written_since is None or written >= written_since):
+            short.append((path, planned - rows))
+    return short
 
 
 def tree_size(path: Path) -> int:

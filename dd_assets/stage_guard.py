@@ -4,8 +4,9 @@ A provider that answers every request with HTTP 429 makes Data Designer wait for
 rate-limited cells for later and retries them without end. And nothing stops a stage that spends far more tokens
 than intended. A :class:`StageGuard` watches one stage run's model calls and stops the stage when
 
-- **it stalls**: its model calls have been waiting ``stall_timeout_s`` with no success (a retryable failure, such
-  as a 429, a timeout or a 5xx, keeps it waiting; a success restarts the clock), or
+- **it stalls**: its model calls have been waiting ``stall_timeout_s`` with no success: a request in flight waits,
+  and so does a record rate-limited with 429 (Data Designer retries those without end); a success restarts the
+  clock, or
 - **it passes its budget**: the tokens it used, with those of earlier runs of the same unfinished work (kept in
   the work directory), exceed ``token_budget``.
 
@@ -17,7 +18,8 @@ How it stops (Data Designer 0.9, read in ``engine/models/clients/model_request_e
   refusal is a retryable error, so Data Designer keeps the cell for later instead of dropping its row into a batch
   that would then be written short;
 - the stage's scheduler run (found by a scheduler event sink when it starts) is cancelled on Data Designer's event
-  loop, as Data Designer itself does on Ctrl-C. Finished batches are already on disk; the batches in progress are
+  loop, as Data Designer itself does on Ctrl-C, and Data Designer's own cancel flag of that run is set (the watchdog
+  sends the cancel again should Python lose it). Finished batches are already on disk; the batches in progress are
   discarded, so the next materialization resumes exactly the unfinished ones.
 
 The guard of the current stage is reached through :data:`dd_assets.stage_context.CURRENT_STAGE`, so stages running
@@ -38,7 +40,7 @@ from typing import Any, TypeVar
 
 from data_designer.engine.context import current_run_cancel_event
 from data_designer.engine.models.clients.base import ModelClient
-from data_designer.engine.models.clients.errors import ProviderError, ProviderErrorKind
+from data_designer.engine.models.clients.errors import ProviderError, ProviderErrorKind, SyncClientUnavailableError
 
 from dd_assets.stage_context import CURRENT_STAGE
 
@@ -47,19 +49,17 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 DEFAULT_STALL_TIMEOUT_S = 300.0
-DRAIN_GRACE_S = 0.5
+DRAIN_GRACE_S = 1.0
 BUDGET_SPENT = "token budget spent"
 SPENT_FILE = "tokens_spent.json"
 """In a stage's work directory: the tokens earlier, unfinished runs of that work used (counted in its budget)."""
 
-STILL_WAITING = {
-    ProviderErrorKind.RATE_LIMIT,
-    ProviderErrorKind.TIMEOUT,
-    ProviderErrorKind.INTERNAL_SERVER,
-    ProviderErrorKind.API_CONNECTION,
-    ProviderErrorKind.REQUEST_ADMISSION_TIMEOUT,
-}
-"""Failures Data Designer retries: the cell still waits for an answer, so they do not stop the stall clock."""
+STILL_WAITING = {ProviderErrorKind.RATE_LIMIT, ProviderErrorKind.REQUEST_ADMISSION_TIMEOUT}
+"""Failures Data Designer retries without end (its "preserved retryable" errors): the cell still waits for an answer,
+so they keep the stall clock running between attempts. After any other failure the clock runs only while requests
+are in flight (Data Designer retries timeouts and 5xx a few times, then drops the record)."""
+RECANCEL_AFTER_S = 5.0
+SPENT_WRITE_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,19 @@ class StageGuard:
         stall_timeout_s: fail when model calls wait this long without a success.
         token_budget: fail once the stage's tokens pass this (``None``: no budget).
         tokens_before: tokens earlier runs of the same unfinished work used (counted in the budget).
+        spent_file_dir: the work directory, where the tokens used so far are written every few seconds.
     """
 
-    def __init__(self, *, stall_timeout_s: float, token_budget: int | None, tokens_before: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        stall_timeout_s: float,
+        token_budget: int | None,
+        tokens_before: int = 0,
+        spent_file_dir: Path | None = None,
+    ) -> None:
         self.stall_timeout_s = stall_timeout_s
+        self.spent_file_dir = spent_file_dir  # where the watchdog keeps the tokens used so far, should the run die
         self.token_budget = token_budget
         self.tokens_before = tokens_before
         self.tokens_this_run = 0
@@ -102,6 +111,9 @@ class StageGuard:
         self._stopped_at = 0.0
         self._draining = False  # stopped, but the requests in flight may still finish (and be counted)
         self._cancelled = False
+        self._cancelled_at = 0.0
+        self.stopped_at_wall = 0.0  # time.time() of the stop: batches written since may be short
+        self._cancel_events: set[threading.Event] = set()  # Data Designer's own cancel flags of this stage's runs
         self._idle_since = 0.0  # when the last request in flight ended
         self.refused = 0  # requests refused after the stop
         self._schedulers: list[tuple[asyncio.AbstractEventLoop, asyncio.Task]] = []
@@ -113,13 +125,18 @@ class StageGuard:
     def stop_reason(self) -> str | None:
         """Why the guard stopped the stage (``None`` while it has not), with the tokens used so far."""
         if self._stop_reason == BUDGET_SPENT:
-            return self._budget_reason()  # the requests in flight at the stop add to it
+            return self.budget_report()  # the requests in flight at the stop add to it
         return self._stop_reason
 
     @property
     def budget_spent(self) -> bool:
         """Whether the guard stopped the stage for its token budget."""
         return self._stop_reason == BUDGET_SPENT
+
+    @property
+    def budget_already_spent(self) -> bool:
+        """Whether earlier runs of this work used the whole budget (so this run may send nothing)."""
+        return self.token_budget is not None and self.tokens_before >= self.token_budget
 
     @property
     def tokens_total(self) -> int:
@@ -148,30 +165,43 @@ class StageGuard:
         if cancel:
             loop.call_soon_threadsafe(task.cancel)
 
-    def before_attempt(self, call: ModelCall) -> None:
-        """Refuse a request of a stopped stage, or of one whose budget is spent; else start the stall clock."""
+    def before_attempt(self, call: ModelCall) -> bool:
+        """Refuse a request of a stopped stage, or of one whose budget is spent; else count it in flight.
+
+        Returns whether this attempt started the stall clock (for :meth:`withdraw_attempt`).
+        """
+        cancel_event = current_run_cancel_event.get()  # the scheduler run this request belongs to
         with self._lock:
+            if cancel_event is not None:
+                self._cancel_events.add(cancel_event)
             budget_spent = self.token_budget is not None and self.tokens_total >= self.token_budget
         if budget_spent:
             self.stop(BUDGET_SPENT, drain=True)
         with self._lock:
             if self._stop_reason is None:
                 self._in_flight += 1
-                if self._waiting_since is None:
+                started_clock = self._waiting_since is None
+                if started_clock:
                     self._waiting_since = time.monotonic()
                 self._last_call = call
-                return
+                return started_clock
             self.refused += 1
-            scheduler_known = bool(self._schedulers)
-        cancel = current_run_cancel_event.get()
-        if cancel is not None and not scheduler_known:  # no task to cancel: stop the run through its cancel event
-            cancel.set()
+            cancelled = self._cancelled
+        if cancelled and cancel_event is not None:
+            cancel_event.set()  # Data Designer's own flag: its loop stops at its next turn, even if a cancel is lost
         raise ProviderError(
             kind=ProviderErrorKind.REQUEST_ADMISSION_TIMEOUT,
             message=f"not sent: dd_assets stopped the stage ({self.stop_reason})",
             provider_name=call.provider,
             model_name=call.model,
         )
+
+    def withdraw_attempt(self, started_clock: bool) -> None:
+        """Undo :meth:`before_attempt` for a request that was never sent (a sync call on an async-only client)."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            if started_clock and not self._in_flight:
+                self._waiting_since = None
 
     def after_attempt(self, call: ModelCall, error: BaseException | None) -> None:
         """Record how a request ended: a success restarts the stall clock, a retryable failure keeps it running."""
@@ -185,12 +215,14 @@ class StageGuard:
                 self._waiting_since = now if self._in_flight else None
                 return
             if isinstance(error, asyncio.CancelledError):
+                if not self._in_flight:
+                    self._waiting_since = None
                 return
             self._failures_since_success += 1
             self._last_call = call
             self._last_error = describe_error(error)
             if not still_waiting(error) and not self._in_flight:
-                self._waiting_since = None  # Data Designer gives that cell up: nothing waits any more
+                self._waiting_since = None  # Data Designer retries it a few times at most: no endless wait
 
     def add_tokens(self, tokens: int) -> None:
         """Count a response's tokens; past the budget, stop the stage."""
@@ -212,6 +244,7 @@ class StageGuard:
                 return
             self._stop_reason = reason
             self._stopped_at = time.monotonic()
+            self.stopped_at_wall = time.time()
             self._draining = drain
         logger.warning("dd_assets stops the stage: %s", self.stop_reason)
         if not drain:
@@ -222,12 +255,30 @@ class StageGuard:
             if self._cancelled:
                 return
             self._cancelled = True
-            schedulers = list(self._schedulers)
+        self._send_cancel()
+
+    def _send_cancel(self) -> None:
+        """Cancel this stage's scheduler runs on Data Designer's loop, and set Data Designer's own cancel flags."""
+        with self._lock:
+            self._cancelled_at = time.monotonic()
+            schedulers = [(loop, task) for loop, task in self._schedulers if not task.done()]
+            events = list(self._cancel_events)
+        for event in events:
+            event.set()
         for loop, task in schedulers:
             try:
                 loop.call_soon_threadsafe(task.cancel)
             except RuntimeError:  # the loop is closed: nothing runs there any more
                 pass
+
+    def _cancel_lost(self, now: float) -> bool:
+        """A cancel was sent a while ago and a run still goes on (Python 3.11 can lose a cancel inside wait_for)."""
+        with self._lock:
+            return (
+                self._cancelled
+                and now - self._cancelled_at >= RECANCEL_AFTER_S
+                and any(not task.done() for _, task in self._schedulers)
+            )
 
     def _drained(self, now: float) -> bool:
         with self._lock:
@@ -255,7 +306,8 @@ class StageGuard:
             f"on {where}; {last}"
         )
 
-    def _budget_reason(self) -> str:
+    def budget_report(self) -> str:
+        """The tokens used (and by earlier runs) against the budget, as said when the budget stops the stage."""
         earlier = f", {self.tokens_before:,} of them by earlier runs of this work" if self.tokens_before else ""
         return (
             f"token budget spent: {self.tokens_total:,} tokens used{earlier}, token_budget is "
@@ -264,20 +316,27 @@ class StageGuard:
 
     def _watch(self) -> None:
         period = min(0.25, max(0.05, self.stall_timeout_s / 20))
+        written, last_write = self.tokens_total, time.monotonic()
         while not self._done.wait(period):
             try:
+                if self.spent_file_dir is not None and time.monotonic() - last_write >= SPENT_WRITE_EVERY_S:
+                    last_write = time.monotonic()
+                    if self.tokens_total != written:
+                        written = self.tokens_total
+                        write_tokens_spent(self.spent_file_dir, written)
                 self.check_stall()
-                if self._drained(time.monotonic()):
+                now = time.monotonic()
+                if self._drained(now):
                     self._cancel()
+                elif self._cancel_lost(now):
+                    self._send_cancel()
             except Exception as exc:  # noqa: BLE001 - the watchdog must never break the run
                 logger.warning("stage guard check failed: %s: %s", type(exc).__name__, exc)
 
 
 def still_waiting(error: BaseException) -> bool:
-    """Whether Data Designer retries after this failure (so the cell still waits for an answer)."""
-    if isinstance(error, TimeoutError):
-        return True
-    return isinstance(error, ProviderError) and (error.kind in STILL_WAITING or error.status_code in {502, 503, 504})
+    """Whether Data Designer retries after this failure without end (so the cell still waits for an answer)."""
+    return isinstance(error, ProviderError) and error.kind in STILL_WAITING
 
 
 def describe_error(error: BaseException) -> str:
@@ -341,9 +400,12 @@ class GuardedModelClient(ModelClient):
         guard = current_guard()
         if guard is None:
             return send()
-        guard.before_attempt(self.call)
+        started_clock = guard.before_attempt(self.call)
         try:
             result = send()
+        except SyncClientUnavailableError:  # Data Designer tries sync first and falls back to async: not a request
+            guard.withdraw_attempt(started_clock)
+            raise
         except BaseException as exc:
             guard.after_attempt(self.call, exc)
             raise

@@ -511,7 +511,7 @@ class StageRun:
         if resume == ResumeMode.NEVER and artifacts_dir.exists():
             shutil.rmtree(artifacts_dir)
         record["resumed"] = resume == ResumeMode.ALWAYS
-        guard = self._stage_guard(work_dir, builder, resumed=resume == ResumeMode.ALWAYS)
+        guard = self._stage_guard(work_dir, builder)
 
         usage = self.stage_context.usage
         prefix = f"[{self.workflow.name}/{stage.name}] "
@@ -528,62 +528,33 @@ class StageRun:
         progress.start()
         if checkpoint is not None:
             checkpoint.start()
-        self.stage_context.guard = guard
-        guard.start()
         try:
             with data_designer_logs_to_dagster(self.context, prefix, secrets, stage_label=self.stage_context.label):
-                try:
-                    result = data_designer.create(
-                        builder,
-                        num_records=num_records,
-                        dataset_name="artifacts",
-                        artifact_path=work_dir,
-                        resume=resume,
-                    )
-                except Exception as exc:
-                    if resume != ResumeMode.ALWAYS or "Cannot resume" not in str(exc):
-                        raise
-                    # Data Designer refuses some resumes (interrupted post-processing, changed artifact policy):
-                    # rather than failing the same way on every retry, start this work fresh.
-                    self.context.log.warning(
-                        f"{self.where}: cannot resume ({redact(str(exc), secrets)}); generating from the start"
-                    )
-                    shutil.rmtree(artifacts_dir, ignore_errors=True)
-                    if checkpoint is not None:
-                        checkpoint.remove()
-                    record["resumed"] = False
-                    result = data_designer.create(
-                        builder, num_records=num_records, dataset_name="artifacts", artifact_path=work_dir
-                    )
+                result = self._create_guarded(
+                    guard, data_designer, builder, num_records, work_dir, resume, record, checkpoint
+                )
                 record["num_records_actual"] = result.count_records()
                 output_result = result
                 if stage.output_processors:
                     output_result = self._run_output_processors(data_designer, builder, result, artifacts_dir)
-        except BaseException as exc:
+        except StageFailure:
             self._model_usage = usage.as_dict()
-            if guard.stop_reason is not None:
-                raise self.fail(self._stopped_message(guard, work_dir)) from None
-            if isinstance(exc, OSError) or not isinstance(exc, Exception):
-                raise
+            raise
+        except OSError:
+            self._model_usage = usage.as_dict()
+            raise
+        except Exception as exc:
+            self._model_usage = usage.as_dict()
             models = _models_used(builder)
             reason = redact(str(exc), secrets)
             message = f"generation failed{f' ({models})' if models else ''}: {reason}"
             raise self.fail(self._with_disk_full_note(message, exc)) from None
         finally:
-            guard.stop_watching()
-            self.stage_context.guard = None
-            write_tokens_spent(work_dir, guard.tokens_total)
             progress.stop()
             record["model_usage"] = self._model_usage = usage.as_dict()
+            self._save_tokens_spent(work_dir, guard)
             if checkpoint is not None:
                 checkpoint.stop(final_sync=True)
-        if guard.stop_reason is not None:
-            if guard.refused:  # cannot happen (a refused record keeps the run going until it is cancelled)
-                raise self.fail(self._stopped_message(guard, work_dir))
-            self.context.log.warning(
-                f"{self.where}: the requests in flight when the stage stopped ({guard.stop_reason}) finished "
-                f"its last records ({guard.tokens_total:,} tokens used); nothing was refused, so it is published"
-            )
 
         if stage.on_success is not None:
             try:
@@ -601,14 +572,65 @@ class StageRun:
             analysis = None
         return files, artifacts_dir, analysis, _parquet_files(result.artifact_storage.final_dataset_path)
 
-    def _stage_guard(self, work_dir: Path, builder: DataDesignerConfigBuilder, *, resumed: bool) -> StageGuard:
-        """The stall deadline and token budget of this run (a fresh start forgets earlier runs' tokens)."""
+    def _create_guarded(
+        self,
+        guard: StageGuard,
+        data_designer: Any,
+        builder: DataDesignerConfigBuilder,
+        num_records: int,
+        work_dir: Path,
+        resume: ResumeMode,
+        record: dict[str, Any],
+        checkpoint: RemoteCheckpoint | None,
+    ) -> Any:
+        """Data Designer's ``create()`` under the stage's stall deadline and token budget (see stage_guard.py)."""
+        artifacts_dir = work_dir / "artifacts"
+        self.stage_context.guard = guard
+        guard.start()
+        try:
+            try:
+                result = data_designer.create(
+                    builder, num_records=num_records, dataset_name="artifacts", artifact_path=work_dir, resume=resume
+                )
+            except Exception as exc:
+                if guard.stop_reason is not None or resume != ResumeMode.ALWAYS or "Cannot resume" not in str(exc):
+                    raise
+                # Data Designer refuses some resumes (interrupted post-processing, changed artifact policy):
+                # rather than failing the same way on every retry, start this work fresh.
+                self.context.log.warning(
+                    f"{self.where}: cannot resume ({redact(str(exc), self.secrets)}); generating from the start"
+                )
+                shutil.rmtree(artifacts_dir, ignore_errors=True)
+                if checkpoint is not None:
+                    checkpoint.remove()
+                record["resumed"] = False
+                result = data_designer.create(
+                    builder, num_records=num_records, dataset_name="artifacts", artifact_path=work_dir
+                )
+        except BaseException:
+            if guard.stop_reason is None:
+                raise
+            # A batch Data Designer salvaged while stopping may lack the records whose requests were refused: it is
+            # not finished, whatever its file says, so the next run generates it again.
+            for path, _ in resumable_work.short_batches(artifacts_dir, written_since=guard.stopped_at_wall):
+                path.unlink(missing_ok=True)
+            raise self.fail(self._stopped_message(guard, work_dir)) from None
+        finally:
+            guard.stop_watching()
+            self.stage_context.guard = None
+        if guard.stop_reason is not None:  # nothing was refused for good: the run finished every record
+            self.context.log.warning(
+                f"{self.where}: the requests in flight when the stage stopped ({guard.stop_reason}) finished its "
+                f"last records ({guard.tokens_total:,} tokens used), so the stage is complete and published"
+            )
+        return result
+
+    def _stage_guard(self, work_dir: Path, builder: DataDesignerConfigBuilder) -> StageGuard:
+        """The stall deadline and token budget of this run; fails at once when earlier runs spent the budget."""
         budget = self.config.token_budget if self.config.token_budget is not None else self.stage.token_budget
         problem = check_token_budget(self.config.token_budget)
         if problem:
             raise self.fail(f"run config token_budget {problem}")
-        if not resumed:
-            write_tokens_spent(work_dir, 0)
         stall_timeout_s = self.stage.stall_timeout_s or self.resource.stall_timeout_s
         for model in used_model_configs(builder):
             timeout = getattr(model.inference_parameters, "timeout", None)
@@ -618,22 +640,33 @@ class StageRun:
                     f"stall_timeout_s={stall_timeout_s:g}: a slow but healthy answer can fail the stage as stalled; "
                     "raise stall_timeout_s"
                 )
-        return StageGuard(
+        # the tokens of earlier runs of this very work (same inputs) count: retries cannot spend the budget again
+        guard = StageGuard(
             stall_timeout_s=stall_timeout_s,
             token_budget=budget,
-            tokens_before=read_tokens_spent(work_dir) if resumed else 0,
+            tokens_before=read_tokens_spent(work_dir),
+            spent_file_dir=work_dir,
         )
+        if guard.budget_already_spent:
+            raise self.fail(self._stopped_message(guard, work_dir))
+        return guard
+
+    def _save_tokens_spent(self, work_dir: Path, guard: StageGuard) -> None:
+        try:
+            write_tokens_spent(work_dir, guard.tokens_total)
+        except OSError as exc:  # never hide the stage's own outcome behind this
+            self.context.log.warning(f"{self.where}: could not record the tokens spent in {work_dir}: {exc}")
 
     def _stopped_message(self, guard: StageGuard, work_dir: Path) -> str:
         kept = resumable_work.finished_batches(work_dir)
         again = (
             "rerun with a larger token_budget to resume them"
-            if guard.budget_spent
+            if guard.budget_spent or guard.budget_already_spent
             else "the next materialization resumes them"
         )
         return (
-            f"{guard.stop_reason}. Kept {kept} finished batch(es) in {work_dir}; {again} without requesting "
-            "their records again"
+            f"{guard.stop_reason or guard.budget_report()}. Kept {kept} finished batch(es) in {work_dir}; {again} "
+            "without requesting their records again"
         )
 
     def _remote_checkpoint(self, work_dir: Path) -> RemoteCheckpoint | None:

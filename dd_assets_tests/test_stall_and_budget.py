@@ -5,10 +5,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import data_designer.config as dd
 import pytest
+from data_designer.config.custom_column import custom_column_generator
 
 from dd_assets import DataDesignerResource, Stage, Workflow
-from dd_assets_tests.helpers import failure_message, llm_builder, materialize, metadata_of, sampler_builder
+from dd_assets_tests.helpers import (
+    failure_message,
+    llm_builder,
+    materialize,
+    metadata_of,
+    model_config,
+    sampler_builder,
+)
 from dd_assets_tests.llm_server import HEALTH_CHECK_PROMPT, after_n_answers
 
 RATE_LIMITED = (429, {"error": {"message": "rate limit exceeded", "type": "rate_limit_error"}})
@@ -199,3 +208,34 @@ def test_bad_budgets_and_deadlines_are_named_at_load(io_manager, instance, llm_r
     assert "run config token_budget must be a whole number of tokens >= 1, got -5" in failure_message(
         result, "guard", "write"
     )
+
+
+@custom_column_generator(required_columns=["n"], model_aliases=["serial"])
+def _ask_the_model(row: dict, generator_params: None, models: dict) -> dict:
+    """A synchronous custom column calling a model (Data Designer bridges it to its async client)."""
+    text, _ = models["serial"].generate(prompt=f"Write two lines about {row['n']}", parser=str)
+    row["asked"] = text
+    return row
+
+
+def test_a_custom_column_calling_a_rate_limited_model_also_stalls(io_manager, instance, llm, llm_resource):
+    one_at_a_time = model_config(alias="serial").model_copy(
+        update={"inference_parameters": dd.ChatCompletionInferenceParams(max_parallel_requests=1, max_tokens=32)}
+    )
+    builder = dd.DataDesignerConfigBuilder(model_configs=[one_at_a_time])
+    builder.add_column(dd.CustomColumnConfig(name="asked", generator_function=_ask_the_model))
+    workflow = Workflow(
+        name="guard",
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=RECORDS),
+            Stage(name="write", config=builder, depends_on=["seed"], stall_timeout_s=2.0),
+        ],
+    )
+    llm.fault = after_n_answers(llm, BATCH, RATE_LIMITED)
+    started = time.monotonic()
+    result = materialize(workflow, io_manager, instance, resource=_resource(llm_resource), raise_on_error=False)
+    assert time.monotonic() - started < 30
+    message = failure_message(result, "guard", "write")
+    assert "stalled" in message and "model alias 'serial'" in message, message
+    assert "last error: HTTP 429 rate_limit" in message
+    assert "SyncClientUnavailable" not in message
