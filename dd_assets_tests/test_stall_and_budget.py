@@ -239,3 +239,24 @@ def test_a_custom_column_calling_a_rate_limited_model_also_stalls(io_manager, in
     assert "stalled" in message and "model alias 'serial'" in message, message
     assert "last error: HTTP 429 rate_limit" in message
     assert "SyncClientUnavailable" not in message
+
+
+def test_a_budget_smaller_than_one_batch_is_not_spent_again_by_a_rerun(io_manager, instance, llm, llm_resource):
+    """No batch finished, so Data Designer has nothing to resume, yet the tokens spent on this work still count."""
+    resource = _resource(llm_resource)
+    workflow = _workflow(token_budget=2 * TOKENS_PER_REQUEST)
+    result = materialize(workflow, io_manager, instance, resource=resource, raise_on_error=False)
+    assert "token budget spent" in failure_message(result, "guard", "write")
+    assert _finished_batches(io_manager, "guard", "write") == 0
+    first = len(_generation_prompts(llm))
+    assert 2 <= first < BATCH
+
+    llm.reset()
+    again = materialize(
+        workflow, io_manager, instance, resource=resource, raise_on_error=False, selection=["guard/write"]
+    )
+    message = failure_message(again, "guard", "write")
+    assert _generation_prompts(llm) == [] and llm.count("health_check") == 0
+    assert (
+        f"{first * TOKENS_PER_REQUEST:,} tokens used, {first * TOKENS_PER_REQUEST:,} of them by earlier runs" in message
+    )
