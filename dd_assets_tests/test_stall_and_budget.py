@@ -260,3 +260,27 @@ def test_a_budget_smaller_than_one_batch_is_not_spent_again_by_a_rerun(io_manage
     assert (
         f"{first * TOKENS_PER_REQUEST:,} tokens used, {first * TOKENS_PER_REQUEST:,} of them by earlier runs" in message
     )
+
+
+def test_the_tokens_spent_travel_with_the_checkpoint_to_another_machine(
+    s3_server, s3_bucket, instance, llm, llm_resource, tmp_path
+):
+    from dd_assets import StageParquetIOManager
+
+    def machine(name: str) -> StageParquetIOManager:
+        return StageParquetIOManager(
+            base_dir=f"s3://{s3_bucket}/prefix", local_work_dir=str(tmp_path / name), **s3_server.storage_options()
+        )
+
+    resource = _resource(llm_resource)
+    workflow = _workflow(token_budget=8 * TOKENS_PER_REQUEST)
+    first = materialize(workflow, machine("machine-a"), instance, resource=resource, raise_on_error=False)
+    assert "token budget spent" in failure_message(first, "guard", "write")
+    spent = len(_generation_prompts(llm)) * TOKENS_PER_REQUEST
+
+    llm.reset()  # machine B has none of A's local files, only the store's checkpoint
+    again = materialize(
+        workflow, machine("machine-b"), instance, resource=resource, raise_on_error=False, selection=["guard/write"]
+    )
+    assert _generation_prompts(llm) == []
+    assert f"{spent:,} tokens used, {spent:,} of them by earlier runs" in failure_message(again, "guard", "write")
