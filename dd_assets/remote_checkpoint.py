@@ -33,7 +33,7 @@ from pathlib import Path
 
 from upath import UPath
 
-from dd_assets.stage_guard import SPENT_FILE
+from dd_assets.stage_guard import SPENT_FILE, read_tokens_spent, write_tokens_spent
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +160,18 @@ class RemoteCheckpoint:
 
     # --- the tokens this work has used, counted in the stage's budget on whichever machine resumes it ---------
     def _restore_tokens_spent(self) -> None:
-        local, remote = self.work_dir / SPENT_FILE, self.remote_dir / SPENT_FILE
+        """Take the larger of the local and the stored count: a machine's old local count never lowers it."""
+        remote = self.remote_dir / SPENT_FILE
         try:
-            if not local.exists() and remote.exists():
-                self.remote_dir.fs.get_file(remote.path, str(local))
-        except OSError as exc:
-            logger.warning("restoring %s from %s failed: %s", local, remote, exc)
+            if not remote.exists():
+                return
+            stored = json.loads(remote.read_text()).get("tokens", 0)
+        except (OSError, ValueError, AttributeError) as exc:
+            logger.warning("reading %s failed: %s", remote, exc)
+            return
+        if isinstance(stored, int) and stored > read_tokens_spent(self.work_dir):
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            write_tokens_spent(self.work_dir, stored)
 
     def _sync_tokens_spent(self) -> None:
         local = self.work_dir / SPENT_FILE
@@ -176,6 +182,15 @@ class RemoteCheckpoint:
         if self.uploaded.get(SPENT_FILE) != stamp:
             self.remote_dir.fs.put_file(str(local), (self.remote_dir / SPENT_FILE).path)
             self.uploaded[SPENT_FILE] = stamp
+
+    def discard(self, batch: Path) -> None:
+        """Delete a local batch file's stored copy (a batch reopened after a stop must not come back)."""
+        relative = batch.relative_to(self._local).as_posix()
+        self.uploaded.pop(relative, None)
+        try:
+            (self._remote / relative).unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning("deleting %s from %s failed: %s", relative, self.remote_dir, exc)
 
     # --- cleaning up ---------------------------------------------------------------------------
     def remove(self) -> None:

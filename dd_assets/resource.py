@@ -48,7 +48,13 @@ from dd_assets.secrets import (
     resolve_env_var,
 )
 from dd_assets.stage_context import CURRENT_STAGE
-from dd_assets.stage_guard import DEFAULT_STALL_TIMEOUT_S, GuardedModelClient, ModelCall, SchedulerStartSink
+from dd_assets.stage_guard import (
+    DEFAULT_STALL_TIMEOUT_S,
+    GuardedModelClient,
+    ModelCall,
+    SchedulerStartSink,
+    refused_by_a_guard,
+)
 from dd_assets.stage_models import used_model_configs
 
 logger = logging.getLogger(__name__)
@@ -266,10 +272,15 @@ class SharedModelRegistry(ModelRegistry):
         for alias, check in waits:
             try:
                 await asyncio.shield(check)
-            except Exception:
-                # The other stage's check failed, maybe for a reason of its own (its guard refused the request):
-                # this stage checks for itself, so the error it reports is its own.
-                await self.arun_health_check([alias])
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this stage is being cancelled itself
+                await self.arun_health_check([alias])  # the stage that checked was cancelled: check for ourselves
+            except Exception as exc:
+                if not refused_by_a_guard(exc):
+                    raise  # the provider's own answer holds for every stage
+                await self.arun_health_check([alias])  # the other stage's guard refused its request: not ours
 
     def _settle_checks(self, aliases: list[str], error: BaseException | None) -> None:
         with self._lock:

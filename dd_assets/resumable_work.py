@@ -107,6 +107,17 @@ def _batch_metadata(artifacts_dir: Path) -> dict[str, Any] | None:
     return metadata
 
 
+def all_batches_finished(artifacts_dir: Path) -> bool:
+    """Whether every batch of the target is on disk (the resume then makes no generation request)."""
+    metadata = _batch_metadata(artifacts_dir)
+    if metadata is None:
+        return False
+    buffer_size, target = int(metadata["buffer_size"]), int(metadata["target_num_records"])
+    planned = -(-target // buffer_size)
+    present = {path.stem for path in (artifacts_dir / BATCHES).glob("batch_*.parquet")}
+    return planned > 0 and all(f"batch_{index:05d}" in present for index in range(planned))
+
+
 def short_batches(artifacts_dir: Path, written_since: float | None = None) -> list[tuple[Path, int]]:
     """Finished batch files holding fewer records than planned, with how many each lacks (optionally only those
     written at or after ``written_since``, a ``time.time()``)."""

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 DEFAULT_STALL_TIMEOUT_S = 300.0
-DRAIN_GRACE_S = 1.0
+DRAIN_GRACE_S = 2.0
 BUDGET_SPENT = "token budget spent"
 SPENT_FILE = "tokens_spent.json"
 """In a stage's work directory: the tokens earlier, unfinished runs of that work used (counted in its budget)."""
@@ -74,8 +74,20 @@ class ModelCall:
         return f"model alias {self.alias!r} (model {self.model!r}, provider {self.provider!r})"
 
 
-class StageStopped(Exception):
-    """Raised by a stage run that its guard stopped; the message says why."""
+class RefusedByGuard(ProviderError):
+    """A request a stopped stage's guard did not send (a kind Data Designer retries rather than dropping the row)."""
+
+
+def refused_by_a_guard(error: BaseException) -> bool:
+    """Whether ``error`` (or what it was raised from, as Data Designer wraps provider errors) is a guard's refusal."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, RefusedByGuard):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class StageGuard:
@@ -174,7 +186,10 @@ class StageGuard:
         with self._lock:
             if cancel_event is not None:
                 self._cancel_events.add(cancel_event)
-            budget_spent = self.token_budget is not None and self.tokens_total >= self.token_budget
+            # only generation requests (in a scheduler run) spend the budget: a health check is never refused for it
+            budget_spent = (
+                cancel_event is not None and self.token_budget is not None and self.tokens_total >= self.token_budget
+            )
         if budget_spent:
             self.stop(BUDGET_SPENT, drain=True)
         with self._lock:
@@ -189,7 +204,7 @@ class StageGuard:
             cancelled = self._cancelled
         if cancelled and cancel_event is not None:
             cancel_event.set()  # Data Designer's own flag: its loop stops at its next turn, even if a cancel is lost
-        raise ProviderError(
+        raise RefusedByGuard(
             kind=ProviderErrorKind.REQUEST_ADMISSION_TIMEOUT,
             message=f"not sent: dd_assets stopped the stage ({self.stop_reason})",
             provider_name=call.provider,

@@ -607,13 +607,17 @@ class StageRun:
                 result = data_designer.create(
                     builder, num_records=num_records, dataset_name="artifacts", artifact_path=work_dir
                 )
-        except BaseException:
+        except BaseException as exc:
             if guard.stop_reason is None:
                 raise
             # A batch Data Designer salvaged while stopping may lack the records whose requests were refused: it is
-            # not finished, whatever its file says, so the next run generates it again.
-            for path, _ in resumable_work.short_batches(artifacts_dir, written_since=guard.stopped_at_wall):
+            # not finished, whatever its file says, so the next run generates it again (2 s: coarse file clocks).
+            for path, _ in resumable_work.short_batches(artifacts_dir, written_since=guard.stopped_at_wall - 2.0):
                 path.unlink(missing_ok=True)
+                if checkpoint is not None:
+                    checkpoint.discard(path)
+            if isinstance(exc, OSError) or not isinstance(exc, Exception):
+                raise  # a full disk, an interrupt or Dagster's termination keep their own handling
             raise self.fail(self._stopped_message(guard, work_dir)) from None
         finally:
             guard.stop_watching()
@@ -648,7 +652,14 @@ class StageRun:
             spent_file_dir=work_dir,
         )
         if guard.budget_already_spent:
-            raise self.fail(self._stopped_message(guard, work_dir))
+            if not resumable_work.all_batches_finished(work_dir / "artifacts"):
+                raise self.fail(self._stopped_message(guard, work_dir))
+            # every record was generated (a later step failed): finishing needs no generation request
+            self.context.log.info(
+                f"{self.where}: earlier runs of this work used {guard.tokens_before:,} tokens of its token_budget "
+                f"{budget:,}, and every batch is finished; resuming without a budget, no generation request is needed"
+            )
+            guard.token_budget = None
         return guard
 
     def _save_tokens_spent(self, work_dir: Path, guard: StageGuard) -> None:

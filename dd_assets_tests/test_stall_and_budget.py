@@ -284,3 +284,35 @@ def test_the_tokens_spent_travel_with_the_checkpoint_to_another_machine(
     )
     assert _generation_prompts(llm) == []
     assert f"{spent:,} tokens used, {spent:,} of them by earlier runs" in failure_message(again, "guard", "write")
+
+
+_FAIL_ONCE = {"left": 1}
+
+
+def _fails_once(artifacts_dir: Path) -> Path:
+    if _FAIL_ONCE["left"]:
+        _FAIL_ONCE["left"] -= 1
+        raise RuntimeError("a step after generation failed")
+    return artifacts_dir / "parquet-files"
+
+
+def test_finished_work_is_published_even_when_earlier_runs_spent_the_budget(io_manager, instance, llm, llm_resource):
+    """Every batch was generated and a later step failed: finishing needs no request, so the budget does not block."""
+    resource = _resource(llm_resource)
+    _FAIL_ONCE["left"] = 1
+    first = materialize(
+        _workflow(on_success=_fails_once), io_manager, instance, resource=resource, raise_on_error=False
+    )
+    assert "on_success raised" in failure_message(first, "guard", "write")
+    assert len(_generation_prompts(llm)) == RECORDS
+
+    llm.reset()
+    rerun = materialize(
+        _workflow(on_success=_fails_once, token_budget=TOKENS_PER_REQUEST),  # far below what the first run used
+        io_manager,
+        instance,
+        resource=resource,
+        selection=["guard/write"],
+    )
+    assert rerun.success and _generation_prompts(llm) == []
+    assert metadata_of(rerun, ["guard", "write"])["dagster/row_count"] == RECORDS
