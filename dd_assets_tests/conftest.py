@@ -23,6 +23,15 @@ TEST_API_KEY_ENV = "DD_ASSETS_TEST_API_KEY"
 os.environ.setdefault(TEST_API_KEY_ENV, TEST_API_KEY_VALUE)
 
 
+@pytest.fixture(params=["per_stage", "concurrent"])
+def in_both_execution_modes(request, monkeypatch) -> str:
+    """Runs a test in both execution modes (``pytestmark = pytest.mark.usefixtures(...)``): they must behave alike."""
+    from dd_assets_tests import helpers
+
+    monkeypatch.setattr(helpers, "EXECUTION", request.param)
+    return request.param
+
+
 @pytest.fixture
 def instance() -> dg.DagsterInstance:
     with dg.DagsterInstance.ephemeral() as inst:

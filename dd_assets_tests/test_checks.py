@@ -7,7 +7,6 @@ import data_designer.config as dd
 import pytest
 
 from dd_assets import DataDesignerResource, Stage, Workflow, build_workflow_definitions
-from dd_assets_tests import helpers
 from dd_assets_tests.conftest import TEST_PROVIDER
 from dd_assets_tests.helpers import (
     expression_builder,
@@ -19,12 +18,7 @@ from dd_assets_tests.helpers import (
     sampler_builder,
 )
 
-
-@pytest.fixture(autouse=True, params=["per_stage", "concurrent"])
-def execution(request, monkeypatch) -> str:
-    """Every check test runs in both execution modes: they must behave the same."""
-    monkeypatch.setattr(helpers, "EXECUTION", request.param)
-    return request.param
+pytestmark = pytest.mark.usefixtures("in_both_execution_modes")
 
 
 def _checks(result: dg.ExecuteInProcessResult, key: list[str]) -> dict[str, bool]:

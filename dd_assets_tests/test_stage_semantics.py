@@ -11,7 +11,6 @@ import pyarrow as pa
 import pytest
 
 from dd_assets import Stage, StageDataset, Workflow, WorkflowDefinitionError
-from dd_assets_tests import helpers
 from dd_assets_tests.helpers import (
     expression_builder,
     failure_message,
@@ -21,12 +20,7 @@ from dd_assets_tests.helpers import (
     sampler_builder,
 )
 
-
-@pytest.fixture(autouse=True, params=["per_stage", "concurrent"])
-def execution(request, monkeypatch) -> str:
-    """Every stage-semantics test runs in both execution modes: they must behave the same."""
-    monkeypatch.setattr(helpers, "EXECUTION", request.param)
-    return request.param
+pytestmark = pytest.mark.usefixtures("in_both_execution_modes")
 
 
 def _read(io_manager, workflow: str, stage: str) -> pd.DataFrame:
