@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,30 +24,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.processes import offline_env, timed  # noqa: E402
+
 BIN = Path(sys.executable).parent
 BRANCHES = HERE / "branch_workflow.py"
 LINEAR = HERE / "linear_workflow.py"
-
-
-def _timed(cmd: list[str], env: dict[str, str], cwd: str) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return elapsed
-
-
-def _base_env(homes: Path) -> dict[str, str]:
-    dagster_home = homes / "dagster_home"
-    dagster_home.mkdir(exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return {
-        **os.environ,
-        "DAGSTER_HOME": str(dagster_home),
-        "DATA_DESIGNER_HOME": str(homes / "dd_home"),
-        "NEMO_TELEMETRY_ENABLED": "false",
-    }
 
 
 def _run(kind: str, workflow_file: Path, env: dict[str, str]) -> float:
@@ -60,7 +41,7 @@ def _run(kind: str, workflow_file: Path, env: dict[str, str]) -> float:
             execution, _, executor = kind.partition(":")
             env.update(BENCH_EXECUTION=execution, BENCH_EXECUTOR=executor or "in_process")
             cmd = [str(BIN / "dagster"), "asset", "materialize", "-f", str(workflow_file), "--select", "*"]
-        return _timed(cmd, env, tmp)
+        return timed(cmd, env, tmp)
 
 
 def _compare(label: str, kinds: list[str], workflow_file: Path, env: dict[str, str], repeats: int) -> dict:
@@ -87,7 +68,7 @@ def branch_concurrency(server, homes: Path, rows: int, repeats: int) -> None:
         "max_parallel_requests=4",
         flush=True,
     )
-    env = {**_base_env(homes), "BENCH_ENDPOINT": server.endpoint, "BENCH_ROWS": str(rows), "BENCH_ALIASES": "three"}
+    env = {**offline_env(homes), "BENCH_ENDPOINT": server.endpoint, "BENCH_ROWS": str(rows), "BENCH_ALIASES": "three"}
     kinds = ["composite", "concurrent", "per_stage:in_process", "per_stage:multiprocess"]
     medians = _compare("branch concurrency", kinds, BRANCHES, env, repeats)
     print(f"  concurrent / CompositeWorkflow = {medians['concurrent'] / medians['composite']:.3f} (target <= 0.45)")
@@ -97,7 +78,7 @@ def branch_concurrency(server, homes: Path, rows: int, repeats: int) -> None:
 
 def shared_admission(server, homes: Path, rows: int) -> None:
     print("\n2. Shared admission: 3 branches on ONE alias, max_parallel_requests=4, concurrent mode", flush=True)
-    env = {**_base_env(homes), "BENCH_ENDPOINT": server.endpoint, "BENCH_ROWS": str(rows), "BENCH_ALIASES": "one"}
+    env = {**offline_env(homes), "BENCH_ENDPOINT": server.endpoint, "BENCH_ROWS": str(rows), "BENCH_ALIASES": "one"}
     server.reset()
     server.delay_s = 0.2
     elapsed = _run("concurrent", BRANCHES, env)
@@ -127,7 +108,7 @@ def _fixed_costs(env: dict[str, str]) -> None:
     }
     print("  imports, cumulative (best of 3 cold starts each):")
     for label, code in probes.items():
-        best = min(_timed([sys.executable, "-c", code], env, str(HERE)) for _ in range(3))
+        best = min(timed([sys.executable, "-c", code], env, str(HERE)) for _ in range(3))
         print(f"    {label:45s} {best:6.2f} s")
 
 
@@ -138,7 +119,7 @@ def _phases(env: dict[str, str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**env, "DD_ASSETS_BASE_DIR": str(Path(tmp) / "data"), "BENCH_NUM_RECORDS": "10"}
         start = time.time()
-        _timed([str(BIN / "dagster"), "asset", "materialize", "-f", str(LINEAR), "--select", "*"], env, tmp)
+        timed([str(BIN / "dagster"), "asset", "materialize", "-f", str(LINEAR), "--select", "*"], env, tmp)
         end = time.time()
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         run = instance.get_runs(limit=1)[0]
@@ -155,7 +136,7 @@ def _phases(env: dict[str, str]) -> None:
 
 def orchestration_overhead(homes: Path, records: int, repeats: int) -> None:
     print(f"\n3. Orchestration overhead: the linear 3-stage workflow, {records} rows, no LLM", flush=True)
-    env = {**_base_env(homes), "BENCH_NUM_RECORDS": str(records)}
+    env = {**offline_env(homes), "BENCH_NUM_RECORDS": str(records)}
     medians = _compare("linear workflow", ["composite", "per_stage", "concurrent"], LINEAR, env, repeats)
     print(
         f"  per_stage / CompositeWorkflow = {medians['per_stage'] / medians['composite']:.3f}, "

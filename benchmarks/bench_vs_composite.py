@@ -11,26 +11,18 @@ untimed warm-up run of each side creates them).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 BIN = Path(sys.executable).parent
+
+from benchmarks.processes import offline_env, timed  # noqa: E402
+
 WORKFLOW = HERE / "linear_workflow.py"
-
-
-def _timed(cmd: list[str], env: dict[str, str], cwd: str) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-4000:]}")
-    return elapsed
 
 
 def main() -> None:
@@ -41,16 +33,7 @@ def main() -> None:
 
     times: dict[str, list[float]] = {"dd_assets": [], "composite": []}
     with tempfile.TemporaryDirectory() as homes:
-        dagster_home = Path(homes) / "dagster_home"
-        dagster_home.mkdir()
-        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        base_env = {
-            **os.environ,
-            "DAGSTER_HOME": str(dagster_home),
-            "DATA_DESIGNER_HOME": str(Path(homes) / "dd_home"),
-            "NEMO_TELEMETRY_ENABLED": "false",
-            "BENCH_NUM_RECORDS": str(args.num_records),
-        }
+        base_env = offline_env(Path(homes), BENCH_NUM_RECORDS=str(args.num_records))
         schedule = [("warm-up", "dd_assets"), ("warm-up", "composite")]
         for index in range(args.repeats):
             kinds = ("composite", "dd_assets") if index % 2 else ("dd_assets", "composite")
@@ -62,7 +45,7 @@ def main() -> None:
                     cmd = [str(BIN / "dagster"), "asset", "materialize", "-f", str(WORKFLOW), "--select", "*"]
                 else:
                     cmd = [sys.executable, str(WORKFLOW), "composite", str(Path(tmp) / "artifacts")]
-                elapsed = _timed(cmd, env, tmp)
+                elapsed = timed(cmd, env, tmp)
                 if label != "warm-up":
                     times[kind].append(elapsed)
                 print(f"{label:8s} {kind:10s} {elapsed:7.2f} s", flush=True)
