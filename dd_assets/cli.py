@@ -192,10 +192,7 @@ def preview(location: CodeLocation, ref: str, num_records: int) -> Any:
     """Data Designer's preview of one stage on its real upstream seed; nothing is published."""
     import tempfile
 
-    from data_designer.config.seed_source import LocalFileSeedSource
-
-    from dd_assets.seeds import build_seed
-    from dd_assets.spec import load_stage_config
+    from dd_assets.seeds import build_seed, builder_with_seed
 
     workflow, stage = location.stage(ref)
     io_manager = location.io_manager
@@ -215,13 +212,7 @@ def preview(location: CodeLocation, ref: str, num_records: int) -> Any:
             seed = build_seed(stage, upstreams, keys, Path(tmp), where=where)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        builder = load_stage_config(stage.builder)
-        if seed is not None:
-            builder.with_seed_dataset(
-                LocalFileSeedSource(path=seed.glob),
-                sampling_strategy=stage.sampling_strategy,
-                selection_strategy=stage.selection_strategy,
-            )
+        builder = builder_with_seed(stage, seed, stage.selection_strategy)
         data_designer = resource.get_data_designer()
         data_designer.register_stage_models(builder, owner=where)
         result = data_designer.preview(builder, num_records=num_records)

@@ -18,11 +18,13 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
+from data_designer.config.config_builder import DataDesignerConfigBuilder
 from data_designer.config.seed import IndexRange, PartitionBlock
+from data_designer.config.seed_source import LocalFileSeedSource
 from upath import UPath
 
 from dd_assets.dataset import StageDataset
-from dd_assets.spec import Stage
+from dd_assets.spec import Stage, load_stage_config
 
 
 class StageSeedError(ValueError):
@@ -233,3 +235,26 @@ def _call_combine(stage: Stage, order: list, upstreams: dict, upstream_keys: dic
             if column in table.column_names:
                 sources.setdefault(column, []).append((upstream_keys[dep], column))
     return table, sources
+
+
+def builder_with_seed(
+    stage: Stage,
+    seed: Seed | None,
+    selection_strategy: IndexRange | PartitionBlock | None,
+    own_seed_block: PartitionBlock | None = None,
+) -> DataDesignerConfigBuilder:
+    """A fresh copy of the stage's config reading the seed it generates from: ``seed`` (the upstream output,
+    replacing any seed of the config), or for a partition of a root stage ``own_seed_block`` of the config's seed."""
+    builder = load_stage_config(stage.builder)
+    if seed is not None:
+        builder.with_seed_dataset(
+            LocalFileSeedSource(path=seed.glob),
+            sampling_strategy=stage.sampling_strategy,
+            selection_strategy=selection_strategy,
+        )
+    elif own_seed_block is not None and builder.get_seed_config() is not None:
+        own = builder.get_seed_config()
+        builder.with_seed_dataset(
+            own.source, sampling_strategy=own.sampling_strategy, selection_strategy=own_seed_block
+        )
+    return builder

@@ -53,6 +53,7 @@ from dd_assets.seeds import (
     Seed,
     as_stage_dataset,
     build_seed,
+    builder_with_seed,
     local_seed_files,
     own_seed_rows,
     selected_rows,
@@ -63,7 +64,6 @@ from dd_assets.spec import (
     Workflow,
     check_num_records,
     check_token_budget,
-    load_stage_config,
     partition_share,
 )
 from dd_assets.stage_context import StageContext, running_stage
@@ -465,20 +465,9 @@ class StageRun:
         self, work_dir: Path, seed: Seed | None, num_records: int, record: dict[str, Any]
     ) -> tuple[list[Path], Path, Any, list[Path]]:
         stage = self.stage
-        builder = load_stage_config(stage.builder)
-        if seed is not None:
-            if builder.get_seed_config() is not None:
-                self.context.log.warning(f"{self.where}: the config's own seed is replaced by the upstream output")
-            builder.with_seed_dataset(
-                LocalFileSeedSource(path=seed.glob),
-                sampling_strategy=stage.sampling_strategy,
-                selection_strategy=self.selection_strategy,
-            )
-        elif self.partition_block is not None and builder.get_seed_config() is not None:
-            own = builder.get_seed_config()  # a root stage's own seed: this partition reads its block
-            builder.with_seed_dataset(
-                own.source, sampling_strategy=own.sampling_strategy, selection_strategy=self.partition_block
-            )
+        if seed is not None and stage.builder.get_seed_config() is not None:
+            self.context.log.warning(f"{self.where}: the config's own seed is replaced by the upstream output")
+        builder = builder_with_seed(stage, seed, self.selection_strategy, own_seed_block=self.partition_block)
         self._check_models(builder)
         data_designer = self.resource.get_data_designer()
         try:
