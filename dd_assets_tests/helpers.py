@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import data_designer.config as dd
 
@@ -47,6 +49,19 @@ def llm_builder(column: str, prompt: str, alias: str = "test-model", model: str 
     builder = dd.DataDesignerConfigBuilder(model_configs=[model_config(alias, model)])
     builder.add_column(dd.LLMTextColumnConfig(name=column, model_alias=alias, prompt=prompt))
     return builder
+
+
+class FailOnce:
+    """An ``on_success`` callback that fails the first time: the run stops after generating, like a killed run."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, artifact_dir: Path) -> Path:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("interrupted")
+        return artifact_dir / "parquet-files"
 
 
 EXECUTION = "per_stage"

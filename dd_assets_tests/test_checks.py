@@ -195,10 +195,10 @@ def test_judge_score_check(io_manager, instance, llm):
 
 
 def test_batches_that_dropped_records_are_not_paid_for_again_above_the_threshold(io_manager, instance, llm, tmp_path):
-    from dd_assets_tests.test_data_integrity import _FailOnce
+    from dd_assets_tests.helpers import FailOnce
 
     llm.fault = _blue_fails
-    callback = _FailOnce()
+    callback = FailOnce()
     wf = Workflow(
         name="enough",
         stages=[

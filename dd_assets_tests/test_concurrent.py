@@ -13,8 +13,7 @@ import pytest
 
 from dd_assets import DataDesignerResource, DataDesignerStageTranslator, Stage, Workflow, build_workflow_definitions
 from dd_assets_tests.conftest import TEST_API_KEY_ENV, TEST_PROVIDER
-from dd_assets_tests.helpers import materialize, metadata_of, sampler_builder
-from dd_assets_tests.test_data_integrity import _FailOnce
+from dd_assets_tests.helpers import FailOnce, materialize, metadata_of, sampler_builder
 
 
 def _model(alias: str, parallel: int) -> dd.ModelConfig:
@@ -208,7 +207,7 @@ def test_a_concurrent_workflow_runs_in_its_stages_pool_and_mixed_pools_are_refus
 
 
 def test_resume_in_concurrent_mode_sends_no_request_twice(io_manager, instance, llm):
-    callback = _FailOnce()
+    callback = FailOnce()
     wf = _fan_out("resume_c", ["r-a"], rows=6, on_success=callback, on_success_version="1")
     first = materialize(wf, io_manager, instance, resource=_resource(llm), execution="concurrent", raise_on_error=False)
     assert not first.success and llm.count("generation") == 6

@@ -23,25 +23,19 @@ from data_designer.config.seed import IndexRange, PartitionBlock
 
 from dd_assets import DataDesignerStageTranslator, Stage, StageParquetIOManager, Workflow, build_workflow_definitions
 from dd_assets.io_manager import VERSION_METADATA_KEY
-from dd_assets_tests.helpers import expression_builder, llm_builder, materialize, metadata_of, sampler_builder
+from dd_assets_tests.helpers import (
+    FailOnce,
+    expression_builder,
+    llm_builder,
+    materialize,
+    metadata_of,
+    sampler_builder,
+)
 from dd_assets_tests.test_cli_e2e import _env
 from dd_assets_tests.test_reliability import _llm_env, _materialize_cmd, _run
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WRITE = dg.AssetKey(["keys", "write"])
-
-
-class _FailOnce:
-    """An on_success callback that fails the first time: the run stops after generating, like a killed run."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, artifact_dir: Path) -> Path:
-        self.calls += 1
-        if self.calls == 1:
-            raise RuntimeError("interrupted")
-        return artifact_dir / "parquet-files"
 
 
 def _llm_workflow(**write_fields) -> Workflow:
@@ -100,7 +94,7 @@ def test_an_edited_seed_file_is_never_resumed_into_old_rows(tmp_path, llm):
 
 
 def test_changing_output_settings_keeps_the_finished_batches(io_manager, instance, llm, llm_resource):
-    callback = _FailOnce()
+    callback = FailOnce()
     first = materialize(
         _llm_workflow(on_success=callback, on_success_version="1"),
         io_manager,
@@ -125,7 +119,7 @@ def test_changing_output_settings_keeps_the_finished_batches(io_manager, instanc
 
 def test_a_changed_input_starts_fresh_and_says_why(io_manager, instance, llm, llm_resource):
     failed = materialize(
-        _llm_workflow(on_success=_FailOnce(), on_success_version="1"),
+        _llm_workflow(on_success=FailOnce(), on_success_version="1"),
         io_manager,
         instance,
         resource=llm_resource,
@@ -359,7 +353,7 @@ def test_work_folders_of_url_base_dirs_are_kept_apart(tmp_path, instance):
     def stage(**fields) -> Workflow:
         return Workflow(name="wf", stages=[Stage(name="a", config=sampler_builder(), num_records=5, **fields)])
 
-    interrupted = stage(on_success=_FailOnce(), on_success_version="1")
+    interrupted = stage(on_success=FailOnce(), on_success_version="1")
     assert not materialize(interrupted, two, instance, raise_on_error=False).success
     kept = list(two.work_root("wf", "a").glob("*/artifacts/metadata.json"))
     assert kept  # bucket two's finished batches wait for its next run

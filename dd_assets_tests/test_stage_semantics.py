@@ -12,6 +12,7 @@ import pytest
 
 from dd_assets import Stage, StageDataset, Workflow, WorkflowDefinitionError
 from dd_assets_tests.helpers import (
+    FailOnce,
     expression_builder,
     failure_message,
     llm_builder,
@@ -450,21 +451,8 @@ def test_root_stage_with_its_own_seed_defaults_to_the_seed_row_count(io_manager,
     assert list(out["upper"]) == [f"T{i}" for i in range(17)]
 
 
-class _FailOnce:
-    """An on_success callback that fails the first time, like a run killed after generation."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, artifact_dir: Path) -> Path:
-        self.calls += 1
-        if self.calls == 1:
-            raise RuntimeError("interrupted")
-        return artifact_dir / "parquet-files"
-
-
 def test_failed_stage_resumes_finished_batches_without_new_model_calls(io_manager, instance, llm, llm_resource):
-    callback = _FailOnce()
+    callback = FailOnce()
     wf = Workflow(
         name="resume",
         stages=[

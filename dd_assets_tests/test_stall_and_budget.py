@@ -11,6 +11,7 @@ from data_designer.config.custom_column import custom_column_generator
 
 from dd_assets import DataDesignerResource, Stage, Workflow
 from dd_assets_tests.helpers import (
+    FailOnce,
     failure_message,
     llm_builder,
     materialize,
@@ -286,29 +287,17 @@ def test_the_tokens_spent_travel_with_the_checkpoint_to_another_machine(
     assert f"{spent:,} tokens used, {spent:,} of them by earlier runs" in failure_message(again, "guard", "write")
 
 
-_FAIL_ONCE = {"left": 1}
-
-
-def _fails_once(artifacts_dir: Path) -> Path:
-    if _FAIL_ONCE["left"]:
-        _FAIL_ONCE["left"] -= 1
-        raise RuntimeError("a step after generation failed")
-    return artifacts_dir / "parquet-files"
-
-
 def test_finished_work_is_published_even_when_earlier_runs_spent_the_budget(io_manager, instance, llm, llm_resource):
     """Every batch was generated and a later step failed: finishing needs no request, so the budget does not block."""
     resource = _resource(llm_resource)
-    _FAIL_ONCE["left"] = 1
-    first = materialize(
-        _workflow(on_success=_fails_once), io_manager, instance, resource=resource, raise_on_error=False
-    )
+    fails_once = FailOnce()
+    first = materialize(_workflow(on_success=fails_once), io_manager, instance, resource=resource, raise_on_error=False)
     assert "on_success raised" in failure_message(first, "guard", "write")
     assert len(_generation_prompts(llm)) == RECORDS
 
     llm.reset()
     rerun = materialize(
-        _workflow(on_success=_fails_once, token_budget=TOKENS_PER_REQUEST),  # far below what the first run used
+        _workflow(on_success=fails_once, token_budget=TOKENS_PER_REQUEST),  # far below what the first run used
         io_manager,
         instance,
         resource=resource,
