@@ -6,7 +6,6 @@ Each test reproduces a way a stage used to mix inputs, leave mixed or orphaned f
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from data_designer.config.seed import IndexRange, PartitionBlock
 
 from dd_assets import DataDesignerStageTranslator, Stage, StageParquetIOManager, Workflow, build_workflow_definitions
 from dd_assets.io_manager import VERSION_METADATA_KEY
+from dd_assets_tests.cli_runs import finished_batches, kill_when, llm_env, materialize_cmd, run
 from dd_assets_tests.helpers import (
     FailOnce,
     expression_builder,
@@ -32,7 +32,6 @@ from dd_assets_tests.helpers import (
     sampler_builder,
 )
 from dd_assets_tests.test_cli_e2e import _env
-from dd_assets_tests.test_reliability import _llm_env, _materialize_cmd, _run
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WRITE = dg.AssetKey(["keys", "write"])
@@ -63,27 +62,15 @@ def _write_logs(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult)
 def test_an_edited_seed_file_is_never_resumed_into_old_rows(tmp_path, llm):
     seed_file = tmp_path / "topics.parquet"
     pd.DataFrame({"topic": [f"old-{i}" for i in range(40)]}).to_parquet(seed_file)
-    env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_BUFFER="5", DD_ASSETS_TEST_SEED_FILE=str(seed_file))
+    env = llm_env(tmp_path, llm, DD_ASSETS_TEST_BUFFER="5", DD_ASSETS_TEST_SEED_FILE=str(seed_file))
     llm.delay_s = 0.15
-    proc = subprocess.Popen(
-        _materialize_cmd("seeded/write"),
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     staging = tmp_path / "data" / "seeded" / "write" / ".staging"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(staging.glob("*/artifacts/parquet-files/*.parquet"))) < 3:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert len(list(staging.glob("*/artifacts/parquet-files/*.parquet"))) >= 3  # paid batches of the old seed
+    kill_when(materialize_cmd("seeded/write"), env, tmp_path, lambda: finished_batches(staging) >= 3)
+    assert finished_batches(staging) >= 3  # paid batches of the old seed
 
     pd.DataFrame({"topic": [f"new-{i}" for i in range(40)]}).to_parquet(seed_file)  # the user edits the seed
     llm.reset()
-    result = _run("seeded/write", env, tmp_path)
+    result = run("seeded/write", env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "data" / "seeded" / "write" / "stage.json").read_text())
     topics = pq.read_table(tmp_path / "data" / "seeded" / "write" / "data").column("topic").to_pylist()

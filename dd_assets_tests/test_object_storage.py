@@ -9,7 +9,6 @@ batches the first one checkpointed to the store.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import pytest
 from dd_assets import Stage, StageParquetIOManager, Workflow
 from dd_assets.io_manager import StageStorageError
 from dd_assets.stage_lock import StageBusyError, StageLockLostError
+from dd_assets_tests.cli_runs import kill_when, materialize_cmd
 from dd_assets_tests.conftest import cli_environment
 from dd_assets_tests.helpers import expression_builder, materialize
 from dd_assets_tests.servers import S3_CREDENTIALS
@@ -253,11 +253,6 @@ def _llm_env(tmp_path: Path, s3_server, llm, bucket: str, machine: str, **extra:
     )
 
 
-def _materialize_cmd(select: str, *extra: str) -> list[str]:
-    project = str(FIXTURES / "llm_project.py")
-    return [str(BIN / "dagster"), "asset", "materialize", "-f", project, "--select", select, *extra]
-
-
 def test_a_partition_retried_on_another_machine_sends_only_its_unfinished_batches(s3_server, s3_bucket, tmp_path, llm):
     settings = {
         "DD_ASSETS_TEST_ROWS": "80",
@@ -268,36 +263,25 @@ def test_a_partition_retried_on_another_machine_sends_only_its_unfinished_batche
     }
     env_a = _llm_env(tmp_path, s3_server, llm, s3_bucket, "machine-a", **settings)
     env_b = _llm_env(tmp_path, s3_server, llm, s3_bucket, "machine-b", **settings)
-    seed = subprocess.run(_materialize_cmd("slow/seed"), env=env_a, cwd=tmp_path, capture_output=True, text=True)
+    seed = subprocess.run(materialize_cmd("slow/seed"), env=env_a, cwd=tmp_path, capture_output=True, text=True)
     assert seed.returncode == 0, seed.stderr[-3000:]
 
     llm.reset()
     llm.delay_s = 0.15
-    proc = subprocess.Popen(
-        _materialize_cmd("slow/write", "--partition", "1"),
-        env=env_a,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     prefix = "prefix/slow/write/partitions/1/.work/"
 
     def checkpointed() -> int:
         return len([k for k in s3_server.keys(s3_bucket, prefix) if "/parquet-files/batch_" in k])
 
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and checkpointed() < 3:
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)  # machine A dies
-    proc.wait()
+    # machine A dies once three batches are checkpointed
+    kill_when(materialize_cmd("slow/write", "--partition", "1"), env_a, tmp_path, lambda: checkpointed() >= 3)
     batches = checkpointed()
     assert 3 <= batches < 8, batches
     sent_before = llm.count("generation")
 
     llm.reset()
     retry = subprocess.run(
-        _materialize_cmd("slow/write", "--partition", "1"), env=env_b, cwd=tmp_path, capture_output=True, text=True
+        materialize_cmd("slow/write", "--partition", "1"), env=env_b, cwd=tmp_path, capture_output=True, text=True
     )
     assert retry.returncode == 0, retry.stderr[-3000:]
     record = json.loads(

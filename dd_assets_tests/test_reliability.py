@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import data_designer.config as dd
@@ -18,24 +15,8 @@ import pandas as pd
 import pytest
 
 from dd_assets import Stage, StageParquetIOManager, Workflow
+from dd_assets_tests.cli_runs import finished_batches, kill_when, llm_env, materialize_cmd, run
 from dd_assets_tests.helpers import expression_builder, materialize, sampler_builder
-from dd_assets_tests.test_cli_e2e import _env
-
-BIN = Path(sys.executable).parent
-PROJECT = Path(__file__).parent / "fixtures" / "llm_project.py"
-
-
-def _llm_env(tmp_path: Path, llm, **extra: str) -> dict[str, str]:
-    extra.setdefault("DD_ASSETS_TEST_KEY", "sk-reliability-test-key")
-    return _env(tmp_path, DD_ASSETS_TEST_ENDPOINT=llm.endpoint, **extra)
-
-
-def _materialize_cmd(select: str) -> list[str]:
-    return [str(BIN / "dagster"), "asset", "materialize", "-f", str(PROJECT), "--select", select]
-
-
-def _run(select: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(_materialize_cmd(select), env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def _record(tmp_path: Path, stage: str) -> dict | None:
@@ -44,47 +25,35 @@ def _record(tmp_path: Path, stage: str) -> dict | None:
 
 
 def test_killed_run_resumes_only_the_unfinished_batches(tmp_path, llm):
-    env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="40", DD_ASSETS_TEST_BUFFER="5")
-    assert _run("slow/seed", env, tmp_path).returncode == 0
+    env = llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="40", DD_ASSETS_TEST_BUFFER="5")
+    assert run("slow/seed", env, tmp_path).returncode == 0
     llm.reset()
     llm.delay_s = 0.15
-    proc = subprocess.Popen(
-        _materialize_cmd("slow/write"),
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     staging = tmp_path / "data" / "slow" / "write" / ".staging"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(staging.glob("*/artifacts/parquet-files/*.parquet"))) < 3:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    finished_batches = len(list(staging.glob("*/artifacts/parquet-files/*.parquet")))
-    assert 3 <= finished_batches < 8, finished_batches
+    kill_when(materialize_cmd("slow/write"), env, tmp_path, lambda: finished_batches(staging) >= 3)
+    finished = finished_batches(staging)
+    assert 3 <= finished < 8, finished
     assert _record(tmp_path, "write") is None  # nothing published by the killed run
 
     llm.reset()
-    result = _run("slow/write", env, tmp_path)
+    result = run("slow/write", env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     record = _record(tmp_path, "write")
     assert record["output_rows"] == 40 and record["resumed"] is True
     # only the unfinished batches were requested again (a batch in flight when killed is redone)
-    assert llm.count("generation") <= 40 - 5 * finished_batches + 5
-    assert llm.count("generation") >= 40 - 5 * finished_batches
+    assert llm.count("generation") <= 40 - 5 * finished + 5
+    assert llm.count("generation") >= 40 - 5 * finished
     assert llm.count("health_check") <= 1
     assert not list(staging.glob("*/artifacts"))
 
 
 def test_two_runs_of_one_stage_at_once_leave_one_complete_output(tmp_path, llm):
-    env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="12")
-    assert _run("slow/seed", env, tmp_path).returncode == 0
+    env = llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="12")
+    assert run("slow/seed", env, tmp_path).returncode == 0
     llm.delay_s = 0.1
     procs = [
         subprocess.Popen(
-            _materialize_cmd("slow/write"),
+            materialize_cmd("slow/write"),
             env=env,
             cwd=tmp_path,
             stdout=subprocess.PIPE,
@@ -107,12 +76,12 @@ def test_two_runs_of_one_stage_at_once_leave_one_complete_output(tmp_path, llm):
 
 
 def test_a_waiting_run_runs_after_the_first(tmp_path, llm):
-    env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="6", DD_ASSETS_TEST_LOCK_WAIT="300")
-    assert _run("slow/seed", env, tmp_path).returncode == 0
+    env = llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="6", DD_ASSETS_TEST_LOCK_WAIT="300")
+    assert run("slow/seed", env, tmp_path).returncode == 0
     llm.delay_s = 0.1
     procs = [
         subprocess.Popen(
-            _materialize_cmd("slow/write"), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            materialize_cmd("slow/write"), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         for _ in range(2)
     ]
