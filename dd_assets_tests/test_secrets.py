@@ -17,9 +17,9 @@ import dagster as dg
 import pytest
 
 from dd_assets import DataDesignerResource, Stage, StageParquetIOManager, Workflow
+from dd_assets_tests.cli_runs import PROJECT, llm_env, run
 from dd_assets_tests.conftest import TEST_API_KEY_ENV, TEST_API_KEY_VALUE
 from dd_assets_tests.helpers import materialize, sampler_builder
-from dd_assets_tests.test_reliability import PROJECT, _llm_env, _run
 from dd_assets_tests.test_webserver import _graphql, running_webserver
 
 SECRET = "sk-live-0123456789-SECRET-abcdef"
@@ -62,8 +62,8 @@ def everything_dagster_stored(home: Path) -> str:
 
 def test_the_storage_reader_sees_inside_compressed_run_snapshots(tmp_path, llm):
     # the check below is only worth something if it finds what Dagster compresses: the run's job snapshot
-    env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="2")
-    assert _run("slow/seed", env, tmp_path).returncode == 0
+    env = llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="2")
+    assert run("slow/seed", env, tmp_path).returncode == 0
     home = Path(env["DAGSTER_HOME"])
     raw = "\n".join(f.read_bytes().decode("utf-8", errors="ignore") for f in home.rglob("*") if f.is_file())
     stored = everything_dagster_stored(home)
@@ -74,8 +74,8 @@ def test_the_storage_reader_sees_inside_compressed_run_snapshots(tmp_path, llm):
 
 @pytest.mark.parametrize("form", ["name", "EnvVar"])
 def test_api_key_is_nowhere_dagster_stores_logs_or_shows(tmp_path, llm, form):
-    env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="4", DD_ASSETS_TEST_KEY=SECRET, DD_ASSETS_TEST_KEY_FORM=form)
-    result = _run("*", env, tmp_path)
+    env = llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="4", DD_ASSETS_TEST_KEY=SECRET, DD_ASSETS_TEST_KEY_FORM=form)
+    result = run("*", env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Bearer {SECRET}" in llm.auth_headers  # the key was used ...
     home = Path(env["DAGSTER_HOME"])
@@ -102,8 +102,8 @@ def test_api_key_is_nowhere_dagster_stores_logs_or_shows(tmp_path, llm, form):
 
 
 def test_a_literal_api_key_is_refused_without_being_printed(tmp_path, llm):
-    env = _llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="2", DD_ASSETS_TEST_KEY_LITERAL=SECRET)
-    result = _run("slow/seed", env, tmp_path)
+    env = llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="2", DD_ASSETS_TEST_KEY_LITERAL=SECRET)
+    result = run("slow/seed", env, tmp_path)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "model_providers[0] ('test_llm'): api_key must name an environment variable" in output
