@@ -161,15 +161,8 @@ class RemoteCheckpoint:
     # --- the tokens this work has used, counted in the stage's budget on whichever machine resumes it ---------
     def _restore_tokens_spent(self) -> None:
         """Take the larger of the local and the stored count: a machine's old local count never lowers it."""
-        remote = self.remote_dir / SPENT_FILE
-        try:
-            if not remote.exists():
-                return
-            stored = json.loads(remote.read_text()).get("tokens", 0)
-        except (OSError, ValueError, AttributeError) as exc:
-            logger.warning("reading %s failed: %s", remote, exc)
-            return
-        if isinstance(stored, int) and stored > read_tokens_spent(self.work_dir):
+        stored = read_tokens_spent(self.remote_dir)  # 0 when there is none, or it cannot be read
+        if stored > read_tokens_spent(self.work_dir):
             self.work_dir.mkdir(parents=True, exist_ok=True)
             write_tokens_spent(self.work_dir, stored)
 

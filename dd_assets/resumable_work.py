@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,58 +83,78 @@ def reopen_short_batches(artifacts_dir: Path, completion_threshold: float) -> tu
     Returns ``(batches reopened, resumable)``; ``resumable`` is ``False`` when after-generation processors
     have already rewritten the dataset, so the batches cannot be reopened and the work must start afresh.
     """
-    metadata = _batch_metadata(artifacts_dir)
-    if metadata is None:
+    plan = _batch_plan(artifacts_dir)
+    if plan is None:
         return 0, True  # Data Designer decides (and explains) whether it can resume
-    short = short_batches(artifacts_dir)
+    short = _short_batches(artifacts_dir, plan, written_since=None)
     dropped = sum(missing for _, missing in short)
-    target = int(metadata["target_num_records"])
     # batches not finished yet are generated on resume anyway: only the dropped records can keep it short
-    if not short or target - dropped >= completion_threshold * target:
+    if not short or plan.target - dropped >= completion_threshold * plan.target:
         return 0, True
-    if metadata.get("post_generation_processed") or metadata.get("post_generation_state"):
+    if plan.metadata.get("post_generation_processed") or plan.metadata.get("post_generation_state"):
         return 0, False
     for path, _ in short:
         path.unlink()
     return len(short), True
 
 
-def _batch_metadata(artifacts_dir: Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class _BatchPlan:
+    """The batches Data Designer's ``metadata.json`` plans for a work directory."""
+
+    buffer_size: int
+    target: int  # records
+    metadata: dict[str, Any]
+
+    @property
+    def batches(self) -> int:
+        return -(-self.target // self.buffer_size)
+
+    def planned_rows(self, index: int) -> int:
+        return min(self.buffer_size, self.target - index * self.buffer_size)
+
+
+def _batch_plan(artifacts_dir: Path) -> _BatchPlan | None:
     try:
         metadata = json.loads((artifacts_dir / "metadata.json").read_text())
-        int(metadata["buffer_size"]), int(metadata["target_num_records"])
+        return _BatchPlan(int(metadata["buffer_size"]), int(metadata["target_num_records"]), metadata)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return metadata
+
+
+def _batch_files(artifacts_dir: Path) -> dict[int, Path]:
+    """Finished batch files by batch index (``batch_00003.parquet`` is batch 3)."""
+    files = {}
+    for path in (artifacts_dir / BATCHES).glob("batch_*.parquet"):
+        try:
+            files[int(path.stem.split("_", 1)[1])] = path
+        except (ValueError, IndexError):
+            continue
+    return files
 
 
 def all_batches_finished(artifacts_dir: Path) -> bool:
     """Whether every batch of the target is on disk (the resume then makes no generation request)."""
-    metadata = _batch_metadata(artifacts_dir)
-    if metadata is None:
-        return False
-    buffer_size, target = int(metadata["buffer_size"]), int(metadata["target_num_records"])
-    planned = -(-target // buffer_size)
-    present = {path.stem for path in (artifacts_dir / BATCHES).glob("batch_*.parquet")}
-    return planned > 0 and all(f"batch_{index:05d}" in present for index in range(planned))
+    plan = _batch_plan(artifacts_dir)
+    return plan is not None and plan.batches > 0 and set(range(plan.batches)) <= _batch_files(artifacts_dir).keys()
 
 
 def short_batches(artifacts_dir: Path, written_since: float | None = None) -> list[tuple[Path, int]]:
     """Finished batch files holding fewer records than planned, with how many each lacks (optionally only those
     written at or after ``written_since``, a ``time.time()``)."""
-    metadata = _batch_metadata(artifacts_dir)
-    if metadata is None:
-        return []
-    buffer_size, target = int(metadata["buffer_size"]), int(metadata["target_num_records"])
+    plan = _batch_plan(artifacts_dir)
+    return [] if plan is None else _short_batches(artifacts_dir, plan, written_since)
+
+
+def _short_batches(artifacts_dir: Path, plan: _BatchPlan, written_since: float | None) -> list[tuple[Path, int]]:
     short = []
-    for path in sorted((artifacts_dir / BATCHES).glob("batch_*.parquet")):
+    for index, path in sorted(_batch_files(artifacts_dir).items()):
         try:
-            index = int(path.stem.split("_", 1)[1])
             rows = pq.read_metadata(path).num_rows
             written = path.stat().st_mtime
-        except (ValueError, IndexError, OSError):
+        except (ValueError, OSError):  # an unreadable footer (pyarrow raises ValueError subclasses)
             continue
-        planned = min(buffer_size, target - index * buffer_size)
+        planned = plan.planned_rows(index)
         if rows < planned and (written_since is None or written >= written_since):
             short.append((path, planned - rows))
     return short

@@ -457,7 +457,8 @@ class SchedulerStartSink:
 
 
 def read_tokens_spent(work_dir: Path) -> int:
-    """Tokens earlier, unfinished runs of this work used (0 when none were recorded)."""
+    """Tokens earlier, unfinished runs of this work used (0 when none were recorded or readable); ``work_dir`` may
+    also be a checkpoint folder on an object store (a ``UPath``)."""
     try:
         return int(json.loads((work_dir / SPENT_FILE).read_text())["tokens"])
     except (OSError, ValueError, KeyError, TypeError):
