@@ -18,10 +18,13 @@ batches of ``--batch``, generated one batch after another:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -31,28 +34,13 @@ os.environ.setdefault("DATA_DESIGNER_HOME", tempfile.mkdtemp(prefix="dd_home_"))
 
 import dagster as dg  # noqa: E402
 
-from dd_assets import DataDesignerResource, Stage, StageParquetIOManager, Workflow  # noqa: E402
+from dd_assets import DataDesignerResource, StageParquetIOManager, Workflow  # noqa: E402
 from dd_assets.stage_guard import ModelCall, StageGuard  # noqa: E402
 from dd_assets_tests.conftest import TEST_API_KEY_ENV, TEST_PROVIDER  # noqa: E402
-from dd_assets_tests.helpers import failure_message, llm_builder, materialize, sampler_builder  # noqa: E402
+from dd_assets_tests.helpers import failure_message, finished_batches, materialize, seeded_llm_workflow  # noqa: E402
 from dd_assets_tests.llm_server import HEALTH_CHECK_PROMPT, FakeLLMServer, after_n_answers  # noqa: E402
 
 RATE_LIMITED = (429, {"error": {"message": "rate limit exceeded"}})
-
-
-def _workflow(records: int, **fields) -> Workflow:
-    return Workflow(
-        name="bench",
-        stages=[
-            Stage(name="seed", config=sampler_builder(), num_records=records),
-            Stage(
-                name="write",
-                config=llm_builder("text", "Write two lines about {{ n }} and {{ color }}"),
-                depends_on=["seed"],
-                **fields,
-            ),
-        ],
-    )
 
 
 def _resource(server: FakeLLMServer, batch: int) -> DataDesignerResource:
@@ -73,29 +61,52 @@ def _write_prompts(server: FakeLLMServer) -> list[str]:
     return [p for p in server.prompts if p != HEALTH_CHECK_PROMPT and p.startswith("Write")]
 
 
-def _finished_batches(io_manager: StageParquetIOManager) -> int:
-    return len(list(Path(io_manager.work_root("bench", "write")).glob("*/artifacts/parquet-files/batch_*.parquet")))
+@dataclass
+class _WriteStage:
+    """The benchmark's ``write`` stage, its seed materialized, on a fresh instance and storage."""
+
+    server: FakeLLMServer
+    latency: float
+    workflow: Workflow
+    io_manager: StageParquetIOManager
+    instance: dg.DagsterInstance
+    resource: DataDesignerResource
+
+    def materialize(self, fault=None, **kwargs) -> dg.ExecuteInProcessResult:
+        """Materialize the stage, the server reset first (counters cleared, answering in ``latency``, ``fault``)."""
+        self.server.reset()
+        self.server.delay_s, self.server.fault = self.latency, fault
+        return materialize(
+            self.workflow, self.io_manager, self.instance, resource=self.resource, selection=["bench/write"], **kwargs
+        )
+
+    def finished_batches(self) -> int:
+        return finished_batches(self.io_manager.work_root("bench", "write"))
 
 
-def stall(server: FakeLLMServer, records: int, batch: int, latency: float, timeout_s: float) -> dict[str, float]:
+@contextlib.contextmanager
+def _write_stage(
+    server: FakeLLMServer, records: int, batch: int, latency: float, **write_fields
+) -> Iterator[_WriteStage]:
     with tempfile.TemporaryDirectory() as tmp, dg.DagsterInstance.ephemeral() as instance:
         io_manager = StageParquetIOManager(base_dir=str(Path(tmp) / "data"))
         resource = _resource(server, batch)
-        workflow = _workflow(records, stall_timeout_s=timeout_s)
+        workflow = seeded_llm_workflow("bench", records, **write_fields)
         materialize(workflow, io_manager, instance, resource=resource, selection=["bench/seed"])
-        server.reset()
-        server.delay_s = latency
-        server.fault = hook = after_n_answers(server, 2 * batch, RATE_LIMITED)
-        result = materialize(workflow, io_manager, instance, resource=resource, raise_on_error=False)
+        yield _WriteStage(server, latency, workflow, io_manager, instance, resource)
+
+
+def stall(server: FakeLLMServer, records: int, batch: int, latency: float, timeout_s: float) -> dict[str, float]:
+    with _write_stage(server, records, batch, latency, stall_timeout_s=timeout_s) as stage:
+        hook = after_n_answers(server, 2 * batch, RATE_LIMITED)
+        result = stage.materialize(fault=hook, raise_on_error=False)
         failed_at = time.monotonic()
         assert not result.success and "stalled" in failure_message(result, "bench", "write"), "the stage did not stall"
         answered = sorted(server.spans)[: 2 * batch]
         one_batch = (answered[-1][1] - answered[0][0]) / 2
         waited = failed_at - hook.first_fault_at
-        kept = _finished_batches(io_manager)
-        server.reset()
-        server.delay_s = latency
-        rerun = materialize(workflow, io_manager, instance, resource=resource, selection=["bench/write"])
+        kept = stage.finished_batches()
+        rerun = stage.materialize()  # the provider recovers
         assert rerun.success
         return {
             "waited": waited,
@@ -110,23 +121,13 @@ def stall(server: FakeLLMServer, records: int, batch: int, latency: float, timeo
 def budget(server: FakeLLMServer, records: int, batch: int, latency: float) -> dict[str, float]:
     tokens_per_request = 7 + 2  # the server counts prompt words as input tokens and answers with two tokens
     limit = int(0.4 * records * tokens_per_request)
-    with tempfile.TemporaryDirectory() as tmp, dg.DagsterInstance.ephemeral() as instance:
-        io_manager = StageParquetIOManager(base_dir=str(Path(tmp) / "data"))
-        resource = _resource(server, batch)
-        workflow = _workflow(records, token_budget=limit)
-        materialize(workflow, io_manager, instance, resource=resource, selection=["bench/seed"])
-        server.reset()
-        server.delay_s = latency
-        result = materialize(workflow, io_manager, instance, resource=resource, raise_on_error=False)
+    with _write_stage(server, records, batch, latency, token_budget=limit) as stage:
+        result = stage.materialize(raise_on_error=False)
         assert not result.success and "token budget spent" in failure_message(result, "bench", "write")
         first = _write_prompts(server)
-        kept = _finished_batches(io_manager)
-        server.reset()
-        server.delay_s = latency
+        kept = stage.finished_batches()
         larger = {"ops": {"bench__write": {"config": {"token_budget": 100 * records * tokens_per_request}}}}
-        rerun = materialize(
-            workflow, io_manager, instance, resource=resource, selection=["bench/write"], run_config=larger
-        )
+        rerun = stage.materialize(run_config=larger)
         assert rerun.success
         second = _write_prompts(server)
         return {

@@ -41,8 +41,3 @@ def kill_when(cmd: list[str], env: dict, cwd: Path, ready: Callable[[], bool], t
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-
-
-def finished_batches(staging: Path) -> int:
-    """Finished batch files in a stage's local work directories."""
-    return len(list(staging.glob("*/artifacts/parquet-files/*.parquet")))

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import data_designer.config as dd
 
-from dd_assets import DataDesignerResource, StageParquetIOManager, Workflow, build_workflow_definitions
+from dd_assets import DataDesignerResource, Stage, StageParquetIOManager, Workflow, build_workflow_definitions
 from dd_assets.spec import stage_op_name
 from dd_assets_tests.conftest import TEST_PROVIDER
 
@@ -49,6 +49,30 @@ def llm_builder(column: str, prompt: str, alias: str = "test-model", model: str 
     builder = dd.DataDesignerConfigBuilder(model_configs=[model_config(alias, model)])
     builder.add_column(dd.LLMTextColumnConfig(name=column, model_alias=alias, prompt=prompt))
     return builder
+
+
+def seeded_llm_workflow(
+    name: str,
+    records: int,
+    *more_stages: Stage,
+    prompt: str = "Write two lines about {{ n }} and {{ color }}",
+    **write_fields,
+) -> Workflow:
+    """``seed`` (``records`` rows of the sampler columns ``n`` and ``color``) -> ``write`` (the LLM column ``text``
+    from ``prompt``, with the ``Stage`` fields ``write_fields``), then ``more_stages``."""
+    return Workflow(
+        name=name,
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=records),
+            Stage(name="write", config=llm_builder("text", prompt), depends_on=["seed"], **write_fields),
+            *more_stages,
+        ],
+    )
+
+
+def finished_batches(work_root: Path) -> int:
+    """Finished batch files in a stage's work directories (``io_manager.work_root(workflow, stage)``)."""
+    return len(list(Path(work_root).glob("*/artifacts/parquet-files/batch_*.parquet")))
 
 
 class FailOnce:

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from dd_assets import DataDesignerResource, Stage, Workflow
-from dd_assets_tests.helpers import llm_builder, materialize, metadata_of, sampler_builder
+from dd_assets import DataDesignerResource, Workflow
+from dd_assets_tests.helpers import materialize, metadata_of, seeded_llm_workflow
 from dd_assets_tests.llm_server import HEALTH_CHECK_PROMPT
 
 
 def _workflow() -> Workflow:
-    return Workflow(
-        name="cost",
-        stages=[
-            Stage(name="seed", config=sampler_builder(), num_records=12),
-            Stage(
-                name="write",
-                config=llm_builder("text", "Write two lines about {{ n }} and {{ color }}"),
-                depends_on=["seed"],
-            ),
-        ],
-    )
+    return seeded_llm_workflow("cost", 12)
 
 
 def test_each_stage_records_its_tokens_and_cost_as_the_server_counted_them(io_manager, instance, llm, llm_resource):

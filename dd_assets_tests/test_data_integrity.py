@@ -22,14 +22,15 @@ from data_designer.config.seed import IndexRange, PartitionBlock
 
 from dd_assets import DataDesignerStageTranslator, Stage, StageParquetIOManager, Workflow, build_workflow_definitions
 from dd_assets.io_manager import VERSION_METADATA_KEY
-from dd_assets_tests.cli_runs import finished_batches, kill_when, llm_env, materialize_cmd, run
+from dd_assets_tests.cli_runs import kill_when, llm_env, materialize_cmd, run
 from dd_assets_tests.helpers import (
     FailOnce,
     expression_builder,
-    llm_builder,
+    finished_batches,
     materialize,
     metadata_of,
     sampler_builder,
+    seeded_llm_workflow,
 )
 from dd_assets_tests.test_cli_e2e import _env
 
@@ -38,18 +39,7 @@ WRITE = dg.AssetKey(["keys", "write"])
 
 
 def _llm_workflow(**write_fields) -> Workflow:
-    return Workflow(
-        name="keys",
-        stages=[
-            Stage(name="seed", config=sampler_builder(), num_records=8),
-            Stage(
-                name="write",
-                config=llm_builder("text", "Write {{ color }} {{ n }}"),
-                depends_on=["seed"],
-                **write_fields,
-            ),
-        ],
-    )
+    return seeded_llm_workflow("keys", 8, prompt="Write {{ color }} {{ n }}", **write_fields)
 
 
 def _write_logs(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> str:

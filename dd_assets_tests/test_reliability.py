@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from dd_assets import Stage, StageParquetIOManager, Workflow
-from dd_assets_tests.cli_runs import finished_batches, kill_when, llm_env, materialize_cmd, run
-from dd_assets_tests.helpers import expression_builder, materialize, sampler_builder
+from dd_assets_tests.cli_runs import kill_when, llm_env, materialize_cmd, run
+from dd_assets_tests.helpers import expression_builder, finished_batches, materialize, sampler_builder
 
 
 def _record(tmp_path: Path, stage: str) -> dict | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import data_designer.config as dd
 import pytest
@@ -13,11 +12,13 @@ from dd_assets import DataDesignerResource, Stage, Workflow
 from dd_assets_tests.helpers import (
     FailOnce,
     failure_message,
+    finished_batches,
     llm_builder,
     materialize,
     metadata_of,
     model_config,
     sampler_builder,
+    seeded_llm_workflow,
 )
 from dd_assets_tests.llm_server import HEALTH_CHECK_PROMPT, after_n_answers
 
@@ -27,18 +28,10 @@ RECORDS, BATCH = 20, 5
 
 def _workflow(*, sibling: bool = False, **stage_fields) -> Workflow:
     """seed -> write (with ``stage_fields``), and with ``sibling`` an unlimited branch seed -> summary."""
-    stages = [
-        Stage(name="seed", config=sampler_builder(), num_records=RECORDS),
-        Stage(
-            name="write",
-            config=llm_builder("text", "Write two lines about {{ n }} and {{ color }}"),
-            depends_on=["seed"],
-            **stage_fields,
-        ),
-    ]
-    if sibling:
-        stages.append(Stage(name="summary", config=llm_builder("gist", "Summarize {{ n }}"), depends_on=["seed"]))
-    return Workflow(name="guard", stages=stages)
+    more = (
+        [Stage(name="summary", config=llm_builder("gist", "Summarize {{ n }}"), depends_on=["seed"])] if sibling else []
+    )
+    return seeded_llm_workflow("guard", RECORDS, *more, **stage_fields)
 
 
 def _resource(llm_resource: DataDesignerResource, **fields) -> DataDesignerResource:
@@ -53,11 +46,6 @@ def _resource(llm_resource: DataDesignerResource, **fields) -> DataDesignerResou
 def _generation_prompts(llm) -> list[str]:
     """The prompts the ``write`` stage sent."""
     return [p for p in llm.prompts if p != HEALTH_CHECK_PROMPT and p.startswith("Write")]
-
-
-def _finished_batches(io_manager, workflow: str, stage: str) -> int:
-    root = Path(io_manager.work_root(workflow, stage))
-    return len(list(root.glob("*/artifacts/parquet-files/batch_*.parquet")))
 
 
 @pytest.mark.parametrize("execution", ["per_stage", "concurrent"])
@@ -93,7 +81,7 @@ def test_a_stage_rate_limited_for_good_fails_within_its_deadline_and_resumes(
     one_batch = (answered[-1][1] - answered[0][0]) / 2
     waited = failed_at - hook.first_fault_at
     assert stall_timeout_s - 0.1 <= waited <= stall_timeout_s + one_batch + 1.0, (waited, one_batch)
-    assert _finished_batches(io_manager, "guard", "write") == 2
+    assert finished_batches(io_manager.work_root("guard", "write")) == 2
 
     # the provider recovers: the rerun requests only the records of the two unfinished batches
     llm.reset()
@@ -153,7 +141,7 @@ def test_a_budget_stops_a_stage_and_a_rerun_with_a_larger_budget_resumes(
     )
     assert budget <= sent * TOKENS_PER_REQUEST <= budget + 2 * TOKENS_PER_REQUEST  # at most the requests in flight
     assert "rerun with a larger token_budget to resume them" in message
-    finished = _finished_batches(io_manager, "guard", "write")
+    finished = finished_batches(io_manager.work_root("guard", "write"))
     assert 1 <= finished < RECORDS // BATCH
     assert f"Kept {finished} finished batch(es)" in message
     # the budget is per stage: the sibling branch, sharing the model, is published in full
@@ -248,7 +236,7 @@ def test_a_budget_smaller_than_one_batch_is_not_spent_again_by_a_rerun(io_manage
     workflow = _workflow(token_budget=2 * TOKENS_PER_REQUEST)
     result = materialize(workflow, io_manager, instance, resource=resource, raise_on_error=False)
     assert "token budget spent" in failure_message(result, "guard", "write")
-    assert _finished_batches(io_manager, "guard", "write") == 0
+    assert finished_batches(io_manager.work_root("guard", "write")) == 0
     first = len(_generation_prompts(llm))
     assert 2 <= first < BATCH
 
