@@ -153,3 +153,31 @@ def test_yaml_merge_keys_and_their_overrides_still_load(tmp_path):
     assert strict_yaml.safe_load(text) == {"defaults": {"x": 2}, "other": {"x": 2, "y": 3}}
     with pytest.raises(Exception, match="duplicate key 'x'"):
         strict_yaml.safe_load("a: {x: 1, x: 2}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a mapping's own keys override merged ones, whichever side of the merge key they are written on
+        ("a: &a {x: 1}\nb: {x: 2, <<: *a}\n", {"x": 2}),
+        ("a: &a {x: 1}\nb: {<<: *a, x: 2}\n", {"x": 2}),
+        # in a list of merged mappings, an earlier one overrides a later one
+        ("a: &a {x: 1, y: 1}\nc: &c {x: 3, z: 3}\nb: {<<: [*a, *c]}\n", {"x": 1, "y": 1, "z": 3}),
+        # a merged mapping is taken with its own merges and overrides applied, however deep
+        ("a: &a {x: 1, y: 1}\nm: &m {<<: *a, x: 2}\nb: {<<: *m, z: 3}\n", {"x": 2, "y": 1, "z": 3}),
+        ("a: &a {x: 1}\nm: &m {<<: *a, x: 2}\nn: &n {<<: *m, x: 3}\nb: {<<: *n}\n", {"x": 3}),
+    ],
+)
+def test_yaml_merge_keys_follow_the_merge_key_rule_not_the_pyyaml_release(text, expected):
+    from dd_assets import strict_yaml
+
+    assert strict_yaml.safe_load(text)["b"] == expected
+
+
+def test_yaml_merge_key_of_a_scalar_is_a_clear_yaml_error():
+    import yaml
+
+    from dd_assets import strict_yaml
+
+    with pytest.raises(yaml.YAMLError, match="a merge key takes a mapping or a list of mappings"):
+        strict_yaml.safe_load("b: {<<: 3}\n")
