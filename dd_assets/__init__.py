@@ -5,6 +5,7 @@ import os
 # Offline-safe default: Data Designer reads this once, at import, and otherwise sends telemetry.
 os.environ.setdefault("NEMO_TELEMETRY_ENABLED", "false")
 
+from dd_assets.callable_identity import versioned  # noqa: E402
 from dd_assets.component import DataDesignerWorkflowComponent  # noqa: E402
 from dd_assets.dataset import StageDataset  # noqa: E402
 from dd_assets.io_manager import StageParquetIOManager  # noqa: E402
@@ -25,4 +26,5 @@ __all__ = [
     "Workflow",
     "WorkflowDefinitionError",
     "build_workflow_definitions",
+    "versioned",
 ]

@@ -31,6 +31,8 @@ _LABELS = {
     "run_settings": "the Data Designer run settings",
     "data_designer_version": "the Data Designer version",
     "scheme": "the dd_assets work key scheme",
+    "callables": "the code of a custom column generator or validation function",
+    "unrepeatable": "a callable that cannot be identified by its code (such work never resumes)",
 }
 
 

@@ -286,6 +286,12 @@ class StageRun:
             selection_strategy=self.selection_strategy,
         )
         work_key = generation_work_key(inputs)
+        for path, why in (inputs.get("unrepeatable") or {}).get("why", {}).items():
+            self.context.log.warning(
+                f"{self.where}: {path}: {why}, so its code cannot be compared with an earlier run's: this stage never "
+                "resumes earlier batches, and an edit does not mark it unsynced. Give the callable a version with "
+                "@dd_assets.versioned('...') to resume and track it"
+            )
         work_root = self.io_manager.work_root(self.workflow.name, stage.name, self.partition)
         work_dir = work_root / work_key
         self._work_dir, self._work_was_new = work_dir, not work_dir.exists()

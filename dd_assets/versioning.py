@@ -15,8 +15,10 @@ num_records                 yes       changes the output size
 depends_on, combine         yes       change what the stage reads
 output_processors, output   yes       change what is handed downstream
 allow_empty                 yes       changes success semantics
-on_success_version          yes       the user's version of the callback
-on_success / combine fn     name      the qualified name; bump ``on_success_version`` on edits
+on_success_version          yes       the user's version of the callback (then its code is not read)
+callables                   code      custom column generators, validation functions, a ``combine`` or
+                                      ``on_success`` callable: what they run (``callable_identity.py``),
+                                      or a ``dd_assets.versioned`` version
 Data Designer version       yes       a new engine may generate differently
 partitions                  yes       the partition count or definition decides each share
                                       (only present when the stage is partitioned)
@@ -32,6 +34,8 @@ batches a rerun resumes, so it hashes what decides the generated rows and nothin
 input                       included  why
 ==========================  ========  =====================================================
 config fingerprint          yes       as above
+config callables            code      generators and validation functions of the config; one that cannot
+                                      be identified makes the work unrepeatable (never resumed)
 seed content                yes       bytes of the seed actually read: an upstream's data
                                       version, a combined seed's hash, a local seed file's
                                       content (an edited file never resumes into old rows)
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -57,6 +62,7 @@ import dagster as dg
 from data_designer.config.config_builder import DataDesignerConfigBuilder
 from data_designer.config.version import get_library_version
 
+from dd_assets.callable_identity import Unidentifiable, callable_identity, callables_in
 from dd_assets.spec import Stage
 from dd_assets.stage_models import used_model_configs
 
@@ -89,9 +95,39 @@ def config_fingerprint(builder: DataDesignerConfigBuilder) -> tuple[str, dict[st
     return str(config.fingerprint()["config_hash"]), seed_payload
 
 
+def config_callables(stage: Stage) -> dict[str, Any]:
+    """The callables held in the stage's config (custom column generators, validation functions), by field path."""
+    return dict(callables_in(stage.builder.build(), "config"))
+
+
+def stage_callables(stage: Stage) -> dict[str, Any]:
+    """Every callable that shapes the stage's output, by field path (``on_success`` only without its version)."""
+    found = config_callables(stage)
+    found.update(callables_in(list(stage.output_processors), "output_processors"))
+    if callable(stage.combine):
+        found["combine"] = stage.combine
+    if callable(stage.on_success) and stage.on_success_version is None:
+        found["on_success"] = stage.on_success
+    return found
+
+
+def identify_callables(callables: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``(identities, problems)``: each callable's identity by path, and why the others cannot be identified."""
+    identities: dict[str, Any] = {}
+    problems: dict[str, str] = {}
+    for path, fn in callables.items():
+        try:
+            identities[path] = callable_identity(fn)
+        except Unidentifiable as exc:
+            problems[path] = str(exc)
+            identities[path] = {"unidentifiable": f"{getattr(fn, '__module__', '?')}:{_callable_name(fn)}"}
+    return identities, problems
+
+
 def stage_spec_payload(stage: Stage) -> dict[str, Any]:
     """Everything that defines what the stage generates, as JSON-ready data (see the module table)."""
     fingerprint, own_seed = config_fingerprint(stage.builder)
+    callables, _ = identify_callables(stage_callables(stage))
     return {
         "scheme": CODE_VERSION_SCHEME,
         "config_fingerprint": fingerprint,
@@ -108,6 +144,7 @@ def stage_spec_payload(stage: Stage) -> dict[str, Any]:
         "on_success_version": stage.on_success_version,
         "data_designer_version": get_library_version(),
         **({"partitions": partitions_fingerprint(stage.partitions)} if stage.partitions is not None else {}),
+        **({"callables": callables} if callables else {}),
     }
 
 
@@ -171,6 +208,11 @@ def generation_inputs(
     }
     if partition is not None:
         inputs["partition"] = partition
+    callables, problems = identify_callables(config_callables(stage))
+    if callables:
+        inputs["callables"] = callables
+    if problems:  # nothing proves a rerun would generate alike: never resume this work
+        inputs["unrepeatable"] = {"why": problems, "nonce": uuid.uuid4().hex}
     return inputs
 
 
