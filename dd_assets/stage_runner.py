@@ -43,6 +43,7 @@ from dd_assets.io_manager import (
     StageStorageError,
     describe,
 )
+from dd_assets.lineage import Lineage, MixedVersionsError, merged_lineage, record_lineage
 from dd_assets.log_bridge import data_designer_logs_to_dagster
 from dd_assets.metadata import compact_column_statistics, stage_metadata
 from dd_assets.progress import StageProgress, engine_event_reporter
@@ -266,6 +267,7 @@ class StageRun:
             for dep, value in upstream_values.items()
         }
         upstream_versions = {upstream_label(dep): _data_version_of(ds) for dep, ds in upstreams.items()}
+        lineage = self._lineage(upstreams, upstream_versions)
         try:
             seed = build_seed(stage, upstreams, self.upstream_keys, inputs_dir, where=self.where)
         except ValueError as exc:
@@ -314,6 +316,7 @@ class StageRun:
                 }
                 for dep in stage.depends_on
             },
+            "lineage": lineage,
             "seed_fingerprint": inputs["seed_fingerprint"],
             "run_id": self.context.run.run_id,
             "work_key": work_key,
@@ -413,6 +416,19 @@ class StageRun:
                 f"${cost['cost_usd']:.4f}{unpriced}; this run so far: ${total:.4f}"
             )
         return cost_metadata(cost, priced=bool(prices))
+
+    def _lineage(self, upstreams: dict[str | dg.AssetKey, StageDataset], versions: dict[str, str]) -> Lineage:
+        """The ancestors' versions this run derives from; fails when its upstreams disagree on one (lineage.py)."""
+        inputs: dict[str, Lineage] = {}
+        for dep, dataset in upstreams.items():
+            label = upstream_label(dep)
+            key = f"{self.workflow.name}/{dep}" if isinstance(dep, str) else self.upstream_keys[dep].to_user_string()
+            parts = record_lineage(dataset.record, key, versions[label])
+            inputs.update(parts if len(parts) > 1 else {label: next(iter(parts.values()))})
+        try:
+            return merged_lineage(inputs)
+        except MixedVersionsError as exc:
+            raise self.fail(str(exc)) from None
 
     def _resolve_num_records(self, seed: Seed | None) -> int:
         """Run config > ``Stage.num_records`` > the selected block of the seed > the seed > Data Designer's default."""

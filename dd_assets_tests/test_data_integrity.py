@@ -365,3 +365,62 @@ def test_a_reader_checking_a_stage_never_fails_a_writer_arriving_meanwhile(io_ma
     with writer:  # waits the reader out instead of failing
         assert time.monotonic() - started >= 0.4
     release_later.join()
+
+
+# --- a join never combines two versions of a shared upstream ------------------------------------------------------
+
+
+def _diamond() -> Workflow:
+    """seed -> a (drops the seed's columns) and seed -> bk -> bd; jd zips a with bd: the branches share no column."""
+    drop_seed = [dd.DropColumnsProcessorConfig(name="drop_seed", column_names=["n", "color"])]
+    return Workflow(
+        name="diamond",
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=6),
+            Stage(name="a", config=expression_builder("a", "{{ n }}"), depends_on=["seed"], output_processors=drop_seed),
+            Stage(name="bk", config=expression_builder("bk", "{{ n }}"), depends_on=["seed"]),
+            Stage(name="bd", config=expression_builder("bd", "{{ bk }}"), depends_on=["bk"]),
+            Stage(name="jd", config=expression_builder("j", "{{ a }}-{{ bd }}"), depends_on=["a", "bd"], combine="zip"),
+        ],
+    )
+
+
+def test_a_join_of_branches_built_from_two_versions_of_a_shared_upstream_fails(
+    in_both_execution_modes, io_manager, instance
+):
+    from dd_assets_tests.helpers import failure_message
+
+    workflow = _diamond()
+    materialize(workflow, io_manager, instance)
+    seed_v1 = io_manager.read_record("diamond", "seed")["data_version"]
+    published_jd = io_manager.read_record("diamond", "jd")
+    assert published_jd["lineage"]["diamond/seed"] == seed_v1
+    # another run re-materializes the shared upstream and one branch; branch `a` still derives from seed v1
+    materialize(workflow, io_manager, instance, selection=["diamond/seed", "diamond/bk", "diamond/bd"])
+    seed_v2 = io_manager.read_record("diamond", "seed")["data_version"]
+    assert seed_v2 != seed_v1
+
+    result = materialize(workflow, io_manager, instance, selection=["diamond/jd"], raise_on_error=False)
+    assert not result.success
+    message = failure_message(result, "diamond", "jd")
+    assert "stage 'jd'" in message and "different versions of 'diamond/seed'" in message
+    assert f"version {seed_v1} via 'a'" in message and f"version {seed_v2} via 'bd'" in message
+    assert io_manager.read_record("diamond", "jd")["version"] == published_jd["version"]  # nothing published
+
+    materialize(workflow, io_manager, instance, selection=["diamond/a", "diamond/jd"])  # rebuild the old branch
+    rows = io_manager.read_stage("diamond", "jd").to_pandas()
+    seed = io_manager.read_stage("diamond", "seed").to_pandas()
+    assert list(rows["a"].astype(str)) == list(seed["n"].astype(str)) == list(rows["bd"].astype(str))
+    assert io_manager.read_record("diamond", "jd")["lineage"]["diamond/seed"] == seed_v2
+
+
+def test_a_join_in_one_concurrent_run_reads_one_version_of_its_shared_upstream(io_manager, instance):
+    result = materialize(_diamond(), io_manager, instance, execution="concurrent")
+    assert result.success
+    record = io_manager.read_record("diamond", "jd")
+    assert record["lineage"] == {
+        "diamond/seed": io_manager.read_record("diamond", "seed")["data_version"],
+        "diamond/a": io_manager.read_record("diamond", "a")["data_version"],
+        "diamond/bk": io_manager.read_record("diamond", "bk")["data_version"],
+        "diamond/bd": io_manager.read_record("diamond", "bd")["data_version"],
+    }
