@@ -372,12 +372,12 @@ def test_a_reader_checking_a_stage_never_fails_a_writer_arriving_meanwhile(io_ma
 
 def _diamond() -> Workflow:
     """seed -> a (drops the seed's columns) and seed -> bk -> bd; jd zips a with bd: the branches share no column."""
-    drop_seed = [dd.DropColumnsProcessorConfig(name="drop_seed", column_names=["n", "color"])]
+    drop = [dd.DropColumnsProcessorConfig(name="drop_seed", column_names=["n", "color"])]
     return Workflow(
         name="diamond",
         stages=[
             Stage(name="seed", config=sampler_builder(), num_records=6),
-            Stage(name="a", config=expression_builder("a", "{{ n }}"), depends_on=["seed"], output_processors=drop_seed),
+            Stage(name="a", config=expression_builder("a", "{{ n }}"), depends_on=["seed"], output_processors=drop),
             Stage(name="bk", config=expression_builder("bk", "{{ n }}"), depends_on=["seed"]),
             Stage(name="bd", config=expression_builder("bd", "{{ bk }}"), depends_on=["bk"]),
             Stage(name="jd", config=expression_builder("j", "{{ a }}-{{ bd }}"), depends_on=["a", "bd"], combine="zip"),
