@@ -158,6 +158,8 @@ class Workflow:
     as its upstreams are published, at the same time on the shared ``DataDesigner``."""
     max_concurrent_stages: int | None = None
     """In ``concurrent`` execution, at most this many stages generate at once (default: no cap)."""
+    # Filled in by validation: each stage's columns before any run (dd_assets.column_flow.StageColumns).
+    column_flow: dict[str, Any] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -353,10 +355,13 @@ def _validate_workflow(workflow: Workflow) -> None:
     _check_cycles(workflow)
     _check_partitioned_upstreams(workflow)
 
+    from dd_assets.column_flow import workflow_column_flow
     from dd_assets.validation import check_column_flow, check_model_aliases
 
     check_model_aliases([workflow])
-    check_column_flow(workflow)
+    flow = workflow_column_flow(workflow)
+    check_column_flow(workflow, flow)
+    object.__setattr__(workflow, "column_flow", flow)
 
 
 def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_num_records: int) -> None:

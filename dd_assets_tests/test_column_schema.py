@@ -6,6 +6,7 @@ import dagster as dg
 import data_designer.config as dd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from dd_assets import Stage, Workflow, build_workflow_definitions
 from dd_assets.examples.quickstart import quickstart_workflow
@@ -94,3 +95,30 @@ def test_a_materialization_adds_the_real_types_to_the_same_descriptions(io_manag
     columns = {c.name: (c.type, c.description) for c in schema.columns}
     assert columns["tenure_years"][0] == "int64" and columns["tenure_years"][1].startswith("sampler uniform")
     assert columns["customer_label"] == ("large_string", "expression: {{ segment }}/{{ region }}")  # Arrow's type
+
+
+def test_validation_and_the_planned_schema_follow_one_column_flow_for_a_config_processor_output():
+    from dd_assets import Stage, Workflow, WorkflowDefinitionError
+    from dd_assets.column_schema import stage_column_schema
+    from dd_assets_tests.helpers import expression_builder, sampler_builder
+
+    source = sampler_builder()
+    source.add_processor(dd.SchemaTransformProcessorConfig(name="pairs", template={"pair": "{{ color }}:{{ n }}"}))
+    drop = [dd.DropColumnsProcessorConfig(name="drop_color", column_names=["color"])]
+
+    def workflow(template: str) -> Workflow:
+        return Workflow(
+            name="flow",
+            stages=[
+                # the selected output is the config processor `pairs`, although output_processors are set too
+                Stage(name="source", config=source, num_records=3, output="processor:pairs", output_processors=drop),
+                Stage(name="reader", config=expression_builder("copy", template), depends_on=["source"]),
+            ],
+        )
+
+    ok = workflow("{{ pair }}")
+    assert [c.name for c in stage_column_schema(ok, ok.stage("source")).columns] == ["pair"]
+    with pytest.raises(WorkflowDefinitionError) as info:
+        workflow("{{ n }}")  # `n` is not in the processor output the stage hands on
+    assert "stage 'reader', field 'config'" in str(info.value)
+    assert "column 'copy' reads 'n'" in str(info.value) and "available: copy, pair" in str(info.value)
