@@ -129,5 +129,26 @@ def build_workflow_assets(
     ``execution`` defaults to the workflow's own ``execution`` field.
     """
     if (execution or workflow.execution) == "concurrent":
-        return [build_concurrent_workflow_asset(workflow, translator, max_concurrent_stages)]
-    return [build_stage_asset(workflow, stage, translator) for stage in workflow.topological_order()]
+        assets = [build_concurrent_workflow_asset(workflow, translator, max_concurrent_stages)]
+    else:
+        assets = [build_stage_asset(workflow, stage, translator) for stage in workflow.topological_order()]
+    for assets_def in assets:  # the asset's own compute function carries its workflow (see workflow_of)
+        setattr(assets_def.op.compute_fn.decorated_fn, WORKFLOW_ATTRIBUTE, workflow)
+    return assets
+
+
+WORKFLOW_ATTRIBUTE = "dd_assets_workflow"
+
+
+def workflow_of(assets_def: dg.AssetsDefinition) -> Workflow | None:
+    """The workflow a dd_assets asset definition was built from (``None`` for any other asset).
+
+    Read from the definition itself, so a code location's tools see exactly its own workflows, also after
+    ``map_asset_specs`` or a merge of Definitions, and nothing is kept process-wide.
+    """
+    try:
+        function = assets_def.op.compute_fn.decorated_fn
+    except (AttributeError, Exception):  # a graph-backed or source asset has no op function of ours
+        return None
+    workflow = getattr(function, WORKFLOW_ATTRIBUTE, None)
+    return workflow if isinstance(workflow, Workflow) else None

@@ -19,7 +19,7 @@ import json
 import os
 import runpy
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,11 @@ class CommandError(Exception):
 
 @dataclass
 class CodeLocation:
-    """The definitions of a module or file, and the dd_assets workflows they were built from."""
+    """The definitions of a module or file, the dd_assets workflows they were built from and each stage's spec."""
 
     defs: dg.Definitions
     workflows: dict[str, Workflow]
+    specs: dict[tuple[str, str], dg.AssetSpec] = field(default_factory=dict)
 
     @property
     def io_manager(self) -> StageParquetIOManager:
@@ -71,7 +72,7 @@ class CodeLocation:
 
 def load_code_location(module: str | None, file: str | None) -> CodeLocation:
     """Import ``module`` or run ``file`` and take its ``dg.Definitions`` and the workflows built into it."""
-    from dd_assets.workflow_definitions import built_workflows
+    from dd_assets.asset_factory import workflow_of
 
     if file:
         path = Path(file)
@@ -90,29 +91,30 @@ def load_code_location(module: str | None, file: str | None) -> CodeLocation:
     defs = next((value for value in candidates if isinstance(value, dg.Definitions)), None)
     if defs is None:
         raise CommandError(f"{file or module}: no dg.Definitions found", code=2)
-    names = {
-        spec.metadata.get("dd_assets/workflow")
-        for assets_def in defs.assets or []
-        if isinstance(assets_def, dg.AssetsDefinition)
-        for spec in assets_def.specs
-    }
-    workflows = {name: workflow for name, workflow in built_workflows().items() if name in names}
+    workflows: dict[str, Workflow] = {}
+    specs: dict[tuple[str, str], dg.AssetSpec] = {}
+    for assets_def in defs.assets or []:
+        workflow = workflow_of(assets_def) if isinstance(assets_def, dg.AssetsDefinition) else None
+        if workflow is None:
+            continue
+        workflows[workflow.name] = workflow
+        for spec in assets_def.specs:  # the specs as the code location's translator made them
+            stage = spec.metadata.get("dd_assets/stage")
+            specs[(workflow.name, getattr(stage, "value", stage))] = spec
     if not workflows:
         raise CommandError(f"{file or module}: its definitions hold no dd_assets workflow", code=2)
-    return CodeLocation(defs=defs, workflows=workflows)
+    return CodeLocation(defs=defs, workflows=workflows, specs=specs)
 
 
 # --- status -----------------------------------------------------------------------------------
 def status_rows(location: CodeLocation) -> list[dict[str, Any]]:
     """One row per stage (and per published partition): status, rows, last materialization, stale or not."""
-    from dd_assets.translator import DataDesignerStageTranslator
-
-    translator = DataDesignerStageTranslator()
     io_manager = location.io_manager
     rows = []
     for workflow in location.workflows.values():
         for stage in workflow.topological_order():
-            code_version = translator.get_code_version(workflow, stage)
+            spec = location.specs.get((workflow.name, stage.name))
+            code_version = spec.code_version if spec is not None else None
             partitions = (
                 [None] if stage.partitions_def is None else io_manager.stored_partitions(workflow.name, stage.name)
             )

@@ -13,14 +13,6 @@ from dd_assets.spec import EXECUTION_MODES, Workflow, WorkflowDefinitionError, s
 from dd_assets.translator import IO_MANAGER_KEY, RESOURCE_KEY, DataDesignerStageTranslator
 from dd_assets.validation import check_model_aliases
 
-_BUILT: dict[str, Workflow] = {}
-
-
-def built_workflows() -> dict[str, Workflow]:
-    """The workflows :func:`build_workflow_definitions` has built in this process, by name (for ``dd-assets``)."""
-    return dict(_BUILT)
-
-
 def build_workflow_definitions(
     workflows: Workflow | Iterable[Workflow],
     *more_workflows: Workflow,
@@ -82,7 +74,6 @@ def build_workflow_definitions(
                 )
             op_owners[op_name] = (workflow.name, stage.name)
     check_model_aliases(all_workflows)
-    _BUILT.update({workflow.name: workflow for workflow in all_workflows})
     assets = [
         asset
         for workflow in all_workflows

@@ -135,3 +135,48 @@ def test_no_folder_appears_where_dagster_or_dd_assets_is_started(tmp_path):
     for args in (["status"], ["preview", "shop/labels", "-n", "2"], ["export", "shop/people", str(tmp_path / "p.csv")]):
         assert _run(tmp_path, *args, cwd=cwd).returncode == 0
     assert list(cwd.iterdir()) == []
+
+
+TRANSLATED_PROJECT = """
+from pathlib import Path
+import dagster as dg
+import data_designer.config as dd
+from dd_assets import DataDesignerStageTranslator, Stage, StageParquetIOManager, Workflow, build_workflow_definitions
+
+here = Path(__file__).parent
+
+
+class TeamTranslator(DataDesignerStageTranslator):
+    def get_asset_key(self, workflow, stage):
+        return dg.AssetKey(["team", workflow.name, stage.name])
+
+    def get_upstream_key(self, workflow, dep):
+        return dg.AssetKey(["team", workflow.name, dep]) if isinstance(dep, str) else dep
+
+    def get_code_version(self, workflow, stage):
+        return "team-" + super().get_code_version(workflow, stage)
+
+
+def workflow(records):
+    root = dd.DataDesignerConfigBuilder()
+    root.add_column(dd.SamplerColumnConfig(name="id", sampler_type="uuid", params=dd.UUIDSamplerParams()))
+    return Workflow(name="shop", stages=[Stage(name="people", config=root, num_records=records)])
+
+
+io_manager = StageParquetIOManager(base_dir=str(here / "data"))
+defs = build_workflow_definitions(workflow(RECORDS), io_manager=io_manager, translator=TeamTranslator())
+# another definition of the same workflow name, built later in the same process, is not this code location's
+drafts = [build_workflow_definitions(workflow(99), io_manager=io_manager)]
+"""
+
+
+def test_status_uses_the_code_locations_own_specs_and_workflows(tmp_path):
+    (tmp_path / "project.py").write_text(TRANSLATED_PROJECT.replace("RECORDS", "5"))
+    _materialize(tmp_path, "--select", "team/shop/people")
+    people = next(line for line in _run(tmp_path, "status").stdout.splitlines() if line.startswith("shop/people "))
+    assert "completed" in people and " 5 " in people and "current" in people  # the custom translator's code version
+    preview = _run(tmp_path, "preview", "shop/people", "-n", "2")
+    assert "preview of shop/people: 2 records" in preview.stdout, preview.stderr[-2000:]
+    (tmp_path / "project.py").write_text(TRANSLATED_PROJECT.replace("RECORDS", "6"))
+    people = next(line for line in _run(tmp_path, "status").stdout.splitlines() if line.startswith("shop/people "))
+    assert "STALE" in people
