@@ -13,6 +13,7 @@ from dd_assets.spec import EXECUTION_MODES, Workflow, WorkflowDefinitionError, s
 from dd_assets.translator import IO_MANAGER_KEY, RESOURCE_KEY, DataDesignerStageTranslator
 from dd_assets.validation import check_model_aliases
 
+
 def build_workflow_definitions(
     workflows: Workflow | Iterable[Workflow],
     *more_workflows: Workflow,
