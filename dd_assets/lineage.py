@@ -76,3 +76,33 @@ def merged_lineage(inputs: dict[str, Lineage]) -> Lineage:
             "or published"
         )
     return merged
+
+
+def stale_partition_blocks(records: dict[str, dict[str, Any]], keys: list[str] | None = None) -> dict[str, str]:
+    """Partitions whose block of a split seed no longer fits the partitioning, with why (``{}``: none).
+
+    A partition that splits its seed takes block ``index`` of ``count`` (``stage.json``'s ``partition_block``).
+    Adding a key to a dynamic or time-window definition changes ``count`` for every partition, so partitions
+    published before it hold rows that the newer ones hold too. ``keys`` are the definition's keys in order; without
+    them, the published partitions must agree on one count and be that many.
+    """
+    blocks = {key: record["partition_block"] for key, record in records.items() if record.get("partition_block")}
+    if not blocks:
+        return {}
+    if keys is not None:
+        expected = {key: (keys.index(key), len(keys)) for key in blocks if key in keys}
+    else:
+        counts = {block.get("count") for block in blocks.values()}
+        count = max(c for c in counts if isinstance(c, int))
+        expected = {key: (block.get("index"), count) for key, block in blocks.items()}
+    stale = {}
+    for key, block in blocks.items():
+        want = expected.get(key)
+        if want is None:
+            continue
+        if (block.get("index"), block.get("count")) != want:
+            stale[key] = (
+                f"took block {block.get('index')} of {block.get('count')} of its seed, but the stage now has "
+                f"{want[1]} partitions"
+            )
+    return stale

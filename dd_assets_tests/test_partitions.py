@@ -261,3 +261,39 @@ def test_partition_keys_that_are_not_plain_names_get_safe_folders(io_manager, in
     assert io_manager.stored_partitions("odd", "a") == ["2026-11-23", "a b", "eu/west"]
     assert io_manager.read_stage("odd", "a", "eu/west").record["partition"] == "eu/west"
     assert io_manager.read_stage("odd", "a").num_rows == 6
+
+
+def test_adding_a_dynamic_partition_key_never_publishes_a_row_in_two_partitions(io_manager, instance):
+    from dd_assets_tests.helpers import failure_message
+
+    docs = dg.DynamicPartitionsDefinition(name="docs")
+    workflow = Workflow(
+        name="dyn",
+        stages=[
+            Stage(name="seed", config=_with_id(), num_records=12),
+            Stage(name="split", config=expression_builder("x", "{{ id }}"), depends_on=["seed"], partitions=docs),
+            Stage(name="all", config=expression_builder("y", "{{ x }}"), depends_on=["split"]),
+        ],
+    )
+    materialize(workflow, io_manager, instance, selection=["dyn/seed"])
+    instance.add_dynamic_partitions("docs", ["a", "b"])
+    _materialize_partitions(workflow, io_manager, instance, ["dyn/split"], keys=["a", "b"])
+    assert materialize(workflow, io_manager, instance, selection=["dyn/all"]).success
+    assert io_manager.read_stage("dyn", "all").num_rows == 12
+
+    instance.add_dynamic_partitions("docs", ["c"])  # every partition's block of the seed moves
+    _materialize_partitions(workflow, io_manager, instance, ["dyn/split"], keys=["c"])
+    record = io_manager.read_record("dyn", "split", "c")
+    assert record["partition_block"] == {"index": 2, "count": 3}
+    result = materialize(workflow, io_manager, instance, selection=["dyn/all"], raise_on_error=False)
+    assert not result.success
+    message = failure_message(result, "dyn", "all")
+    assert "upstream 'split' mixes partitionings" in message
+    assert "partition 'a' took block 0 of 2" in message and "partition 'b' took block 1 of 2" in message
+    assert "'c'" not in message.split("so its rows")[0]
+    assert io_manager.read_stage("dyn", "all").num_rows == 12  # the previous output is kept
+
+    _materialize_partitions(workflow, io_manager, instance, ["dyn/split"], keys=["a", "b"])
+    assert materialize(workflow, io_manager, instance, selection=["dyn/all"]).success
+    rows = io_manager.read_stage("dyn", "all").to_pandas()
+    assert len(rows) == 12 and rows["x"].is_unique
