@@ -54,7 +54,10 @@ def local_seed_files(builder) -> list[Path] | None:
 
 
 def own_seed_rows(builder) -> int | None:
-    """Row count of a root stage's own local seed file(s), or ``None`` when it has none or it is not local."""
+    """Row count of a root stage's own local seed file(s) or in-memory DataFrame, or ``None`` when unknown."""
+    source = getattr(builder.get_seed_config(), "source", None)
+    if getattr(source, "seed_type", None) == "df":
+        return len(source.df)
     files = local_seed_files(builder)
     if files is None:
         return None

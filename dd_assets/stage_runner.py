@@ -55,7 +55,6 @@ from dd_assets.seeds import (
     as_stage_dataset,
     build_seed,
     builder_with_seed,
-    local_seed_files,
     own_seed_rows,
     selected_rows,
     upstream_label,
@@ -75,6 +74,7 @@ from dd_assets.versioning import (
     files_fingerprint,
     generation_inputs,
     generation_work_key,
+    own_seed_fingerprint,
     parquet_data_version,
 )
 
@@ -477,13 +477,10 @@ class StageRun:
             if len(upstream_versions) == 1:
                 return next(iter(upstream_versions.values()))
             return files_fingerprint(sorted(Path(seed.glob).parent.glob("*.parquet")))
-        files = local_seed_files(self.stage.builder)
-        if files:
-            missing = [str(f) for f in files if not f.is_file()]
-            if missing:
-                raise self.fail(f"the config's seed file {', '.join(missing)} does not exist (field 'config')")
-            return files_fingerprint(files)
-        return None
+        try:
+            return own_seed_fingerprint(self.stage.builder)
+        except FileNotFoundError as exc:
+            raise self.fail(f"the config's seed file {exc} does not exist (field 'config')") from None
 
     def _check_completion(self, record: dict[str, Any], work_dir: Path) -> None:
         """Fail before publishing when too few of the requested records were generated (finished batches stay)."""

@@ -38,7 +38,9 @@ config callables            code      generators and validation functions of the
                                       be identified makes the work unrepeatable (never resumed)
 seed content                yes       bytes of the seed actually read: an upstream's data
                                       version, a combined seed's hash, a local seed file's
-                                      content (an edited file never resumes into old rows)
+                                      content (an edited file never resumes into old rows), a
+                                      seed directory's files, an in-memory DataFrame's values; a
+                                      Hugging Face seed by its path (its content is remote)
 num_records (resolved)      yes       the target Data Designer resumes towards
 sampling / selection        yes       which seed rows are drawn (a partition's block included)
 partition                   yes       the partition key, index and count
@@ -229,4 +231,50 @@ def files_fingerprint(files: Iterable[Path]) -> str:
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def own_seed_fingerprint(builder: DataDesignerConfigBuilder) -> str | None:
+    """The content of a root stage's own seed (see the work key table); ``None`` without one.
+
+    Raises ``FileNotFoundError`` naming a local seed file that does not exist. A DataFrame whose values cannot be
+    hashed gives a fresh value on every call, so such work never resumes.
+    """
+    seed = builder.get_seed_config()
+    source = getattr(seed, "source", None)
+    if source is None:
+        return None
+    kind = getattr(source, "seed_type", type(source).__name__)
+    if kind == "local":
+        pattern = Path(source.path)
+        files = sorted(pattern.parent.glob(pattern.name)) if "*" in pattern.name else [pattern]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing or not files:
+            raise FileNotFoundError(", ".join(missing) or str(pattern))
+        return files_fingerprint(files)
+    if kind == "df":
+        return _dataframe_fingerprint(source.df)
+    path = getattr(source, "path", None)
+    if kind in ("directory", "file_contents", "agent_rollout") and path:
+        root = Path(path)
+        pattern = getattr(source, "file_pattern", None) or "*"
+        found = root.rglob(pattern) if getattr(source, "recursive", True) else root.glob(pattern)
+        files = sorted(f for f in found if f.is_file())
+        digest = hashlib.sha256(json.dumps([kind, pattern, [str(f.relative_to(root)) for f in files]]).encode())
+        digest.update(files_fingerprint(files).encode())
+        return digest.hexdigest()[:16]
+    return hash_json(source.model_dump(mode="json", exclude={"token"}))[:16]
+
+
+def _dataframe_fingerprint(df: Any) -> str:
+    import pandas as pd
+
+    digest = hashlib.sha256(json.dumps([list(map(str, df.columns)), list(map(str, df.dtypes))]).encode())
+    try:
+        digest.update(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
+    except TypeError:  # unhashable cells (lists, dicts): hash their JSON text instead
+        try:
+            digest.update(df.to_json(orient="split", date_format="iso", default_handler=str).encode())
+        except Exception:  # noqa: BLE001 - nothing proves two runs read the same rows: never resume
+            return f"unrepeatable-{uuid.uuid4().hex}"
     return digest.hexdigest()[:16]

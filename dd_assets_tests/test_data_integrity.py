@@ -424,3 +424,44 @@ def test_a_join_in_one_concurrent_run_reads_one_version_of_its_shared_upstream(i
         "diamond/bk": io_manager.read_record("diamond", "bk")["data_version"],
         "diamond/bd": io_manager.read_record("diamond", "bd")["data_version"],
     }
+
+
+def test_an_edited_in_memory_dataframe_seed_is_never_resumed_into_old_rows(io_manager, instance):
+    from data_designer.config.seed_source_dataframe import DataFrameSeedSource
+
+    def workflow(values: list[str], failing) -> Workflow:
+        builder = expression_builder("copy", "{{ topic }}!")
+        builder.with_seed_dataset(DataFrameSeedSource(df=pd.DataFrame({"topic": values})))
+        return Workflow(
+            name="frame",
+            stages=[Stage(name="s", config=builder, on_success=failing, on_success_version="1")],
+        )
+
+    failing = FailOnce()
+    materialize(workflow([f"old-{i}" for i in range(6)], failing), io_manager, instance, raise_on_error=False)
+    assert failing.calls == 1  # generated, then stopped before publishing: its batches wait to be resumed
+    result = materialize(workflow([f"new-{i}" for i in range(6)], failing), io_manager, instance)
+    assert metadata_of(result, ["frame", "s"])["dd_assets/resumed"] is False
+    assert list(io_manager.read_stage("frame", "s").to_pandas()["copy"]) == [f"new-{i}!" for i in range(6)]
+
+
+def test_a_seed_directory_is_fingerprinted_by_its_files():
+    from data_designer.config.seed_source import DirectorySeedSource
+
+    from dd_assets.versioning import own_seed_fingerprint
+
+    def fingerprint(root) -> str:
+        builder = expression_builder("x", "1")
+        builder.with_seed_dataset(DirectorySeedSource(path=str(root), file_pattern="*.txt"))
+        return own_seed_fingerprint(builder)
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "nested").mkdir()
+        (root / "nested" / "a.txt").write_text("one")
+        before = fingerprint(root)
+        assert fingerprint(root) == before
+        (root / "nested" / "a.txt").write_text("two")
+        assert fingerprint(root) != before
