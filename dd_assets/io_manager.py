@@ -12,7 +12,10 @@ A stage runs in a local work directory (``<stage>/.staging/<key>`` for a local `
 writes the new parquet files into a fresh ``versions/<version>/`` folder, checks that the run still holds
 the stage's lock, then replaces ``stage.json`` in one step (the commit point; readers follow its
 ``files``). Only then is the ``data`` link switched to the new folder (one atomic rename), the artifacts
-swapped in, and versions other than the new and the previous one removed. No folder a reader is pointed
+swapped in, and the versions the new record lists as ``superseded`` (the folders other than the new and the
+previous one, seen before the commit) removed. On an ``s3://`` base_dir the commit is conditional on the record
+the run read (``If-Match`` on its ETag), so a writer that lost its lease can never overwrite another writer's
+commit or delete its files (see ``dd_assets.object_store_lock``). No folder a reader is pointed
 at (``data``, ``dagster/uri``) ever holds files of two versions, and a run killed before the commit
 leaves the previous output untouched.
 
@@ -285,6 +288,9 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             return None
         except OSError as exc:
             raise StageStorageError(f"{where}: cannot read {path}: {exc}") from None
+        return self._parse_record(data, path, where)
+
+    def _parse_record(self, data: bytes, path: UPath, where: str) -> dict[str, Any]:
         try:
             record = json.loads(data.decode("utf-8"))  # UnicodeDecodeError is a ValueError
             if not isinstance(record, dict) or not all(isinstance(f, str) for f in record["files"]):
@@ -429,12 +435,12 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         workflow, stage, partition = output.workflow, output.stage, output.partition
         stage_dir = self.stage_dir(workflow, stage, partition)
         version_folder = f"{VERSIONS_DIR}/{output.version}"
-        try:
-            previous = self.read_record(workflow, stage, partition)
-        except StageRecordUnreadableError:
-            previous = None
+        previous, seen = self._read_record_to_replace(stage_dir, describe(workflow, stage, partition))
         names: list[str] = []
         try:
+            # the folders a commit supersedes are those there before it: a folder written after belongs to a
+            # writer this commit does not know (and that writer's own commit will fail, see _write_record)
+            superseded = self._version_folders(stage_dir) - {output.version, (previous or {}).get("version")}
             for index, source in enumerate(output.files):
                 name = f"{version_folder}/part-{index:05d}.parquet"
                 self._put_file(source, stage_dir / name, link=_is_within(source, output.work_dir))
@@ -444,8 +450,14 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             missing = [n for n in names if not (stage_dir / n).exists()]
             if missing:
                 raise StageStorageError(f"files vanished before the commit: {', '.join(missing)}")
-            record = {**output.record, "files": names, "version": output.version, "previous": _summary(previous)}
-            self._write_record(stage_dir, record)
+            record = {
+                **output.record,
+                "files": names,
+                "version": output.version,
+                "previous": _summary(previous),
+                "superseded": sorted(superseded),
+            }
+            self._write_record(stage_dir, record, replaces=seen)
         except Exception as exc:  # noqa: BLE001 - whatever the store raised, take back what this attempt wrote
             self._remove_tree(stage_dir / version_folder)
             reason = redact(str(exc), self.secret_values())
@@ -462,10 +474,11 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
     def _after_commit(self, workflow: str, stage: str, output: StageOutput, record: dict[str, Any]) -> None:
         stage_dir = self.stage_dir(workflow, stage, output.partition)
         keep = {record["version"], (record.get("previous") or {}).get("version")}
+        superseded = set(record.get("superseded") or ())
         steps = [
             ("pointing data/ at the new version", lambda: self._point_data_link(stage_dir, record["version"])),
             ("replacing artifacts", lambda: self._replace_artifacts(stage_dir, output.artifacts_dir)),
-            ("removing old versions", lambda: self._prune_versions(stage_dir, keep)),
+            ("removing old versions", lambda: self._prune_versions(stage_dir, superseded - keep)),
             ("removing work directories", lambda: self._remove_work(output)),
         ]
         for what, step in steps:
@@ -494,13 +507,15 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         data = Path(stage_dir.path) / DATA_DIR if self.is_local else None
         return Path(os.readlink(data)).name if data is not None and data.is_symlink() else None
 
-    def _prune_versions(self, stage_dir: UPath, keep: set[str | None]) -> None:
-        keep = keep | {self._data_link_target(stage_dir)}  # never delete the folder readers are pointed at
+    def _version_folders(self, stage_dir: UPath) -> set[str]:
         versions = stage_dir / VERSIONS_DIR
-        if versions.exists():
-            for folder in versions.iterdir():
-                if folder.name not in keep:
-                    self._remove_tree(folder)
+        return {folder.name for folder in versions.iterdir()} if versions.exists() else set()
+
+    def _prune_versions(self, stage_dir: UPath, superseded: set[str]) -> None:
+        """Remove the version folders the committed record lists as superseded (never one it did not see)."""
+        superseded = superseded - {self._data_link_target(stage_dir)}  # never the folder readers are pointed at
+        for name in sorted(superseded):
+            self._remove_tree(stage_dir / VERSIONS_DIR / name)
         for legacy in (stage_dir / LEGACY_PREVIOUS_DIR,):
             if legacy.exists():
                 self._remove_tree(legacy)
@@ -521,6 +536,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         if not self.is_local:  # the checkpoints other machines would have resumed from are superseded too
             from dd_assets.remote_checkpoint import CHECKPOINTS_DIR, remove_checkpoints
 
+            output.lock.check_held()  # a writer that lost its lease must not delete the next writer's checkpoints
             remove_checkpoints(self.stage_dir(output.workflow, output.stage, output.partition) / CHECKPOINTS_DIR)
 
     def _remove_tree(self, path: UPath) -> None:
@@ -557,7 +573,35 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             finally:
                 os.close(fd)
 
-    def _write_record(self, stage_dir: UPath, record: dict[str, Any]) -> None:
+    @property
+    def _fenced(self) -> bool:
+        """True when the commit is a conditional write (S3: ``If-Match`` / ``If-None-Match``)."""
+        return self.protocol in ("s3", "s3a")
+
+    def _read_record_to_replace(self, stage_dir: UPath, where: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The record a publish replaces (``None``: none, or unreadable) and, on S3, the ETag it was read with."""
+        path = stage_dir / STAGE_RECORD
+        if not self._fenced:
+            try:
+                return self._read_record_at(path, where), None
+            except StageRecordUnreadableError:
+                return None, None
+        from dd_assets.object_store_lock import read_with_etag
+
+        try:
+            found = read_with_etag(path)
+        except OSError as exc:
+            raise StageStorageError(f"{where}: cannot read {path}: {exc}") from None
+        if found is None:
+            return None, None
+        try:
+            return self._parse_record(found[0], path, where), found[1]
+        except StageRecordUnreadableError:
+            return None, found[1]
+
+    def _write_record(self, stage_dir: UPath, record: dict[str, Any], replaces: str | None = None) -> None:
+        """Write ``stage.json`` (the commit). On S3 only if the record there is still the one read with ETag
+        ``replaces`` (``None``: only if there is none), else :class:`CommitConflictError`."""
         text = json.dumps(record, indent=2, sort_keys=True, default=str)
         target = stage_dir / STAGE_RECORD
         if self.is_local:
@@ -575,6 +619,16 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        elif self._fenced:
+            from dd_assets.object_store_lock import CommitConflictError, put_if
+
+            try:
+                put_if(target, text.encode(), replaces)  # one object PUT: atomic, and fenced
+            except CommitConflictError as exc:
+                raise CommitConflictError(
+                    f"{exc}: another run committed the stage after this run started publishing (this run's lease "
+                    "expired while it was paused), so this run published nothing"
+                ) from None
         else:
             target.write_text(text)  # one object PUT: atomic on object stores
 

@@ -22,6 +22,12 @@ the work key, which hashes the config without the seed's location plus the seed'
 (:func:`dd_assets.versioning.generation_inputs`), so the same work key already proves the same config and the
 same seed rows: a restored ``metadata.json`` leaves its ``config_hash`` out (and ``builder_config.json`` is never
 copied), and Data Designer skips its own path-bound check.
+
+The copying thread and the stage run's thread share the checkpoint: a delete (:meth:`RemoteCheckpoint.discard` of a
+batch reopened after a stop, :meth:`RemoteCheckpoint.remove` of the whole checkpoint) always wins over a copy in
+flight. Each copy notes the delete counts of its path before it starts; if a delete ran meanwhile, the copy takes
+its object back off the store when it returns, so a discarded batch never comes back (``uploaded`` is kept under a
+lock).
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ class RemoteCheckpoint:
         self.work_dir = work_dir
         self.every_s = every_s
         self.uploaded: dict[str, tuple[int, int]] = {}  # relative path -> (mtime_ns, size) when copied
+        self._lock = threading.Lock()  # guards uploaded, _deleted and _removals (two threads use them)
+        self._deleted: dict[str, int] = {}  # relative path -> how often discard() deleted it
+        self._removals = 0  # how often remove() deleted the whole checkpoint
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
@@ -90,7 +99,8 @@ class RemoteCheckpoint:
             tmp = target.with_name(f".{target.name}.part")
             self.remote_dir.fs.get_file(path, str(tmp))
             tmp.replace(target)
-            self.uploaded[relative] = _stamp(target)
+            with self._lock:
+                self.uploaded[relative] = _stamp(target)
             if relative.startswith(f"{BATCHES}/"):
                 restored += 1
         if restored:
@@ -148,15 +158,31 @@ class RemoteCheckpoint:
     def _changed(self, path: Path) -> bool:
         """True when ``path`` was not copied yet, or was rewritten since (a batch generated again)."""
         try:
-            return self.uploaded.get(path.relative_to(self._local).as_posix()) != _stamp(path)
+            stamp = _stamp(path)
         except FileNotFoundError:
             return False
+        with self._lock:
+            return self.uploaded.get(path.relative_to(self._local).as_posix()) != stamp
 
     def _put(self, path: Path) -> None:
         relative = path.relative_to(self._local).as_posix()
+        self._copy(path, relative, self._remote / relative)
+
+    def _copy(self, path: Path, name: str, target: UPath) -> None:
+        """Copy ``path`` to ``target`` and note it as ``name`` in ``uploaded``, unless a delete ran meanwhile."""
         stamp = _stamp(path)
-        self.remote_dir.fs.put_file(str(path), (self._remote / relative).path)
-        self.uploaded[relative] = stamp
+        with self._lock:
+            before = (self._removals, self._deleted.get(name, 0))
+        _upload(self.remote_dir.fs, path, target.path)
+        with self._lock:
+            if (self._removals, self._deleted.get(name, 0)) == before:
+                self.uploaded[name] = stamp
+                return
+        # discard() or remove() ran while the copy was in flight, maybe before it landed: the delete wins
+        try:
+            target.fs.rm_file(target.path)
+        except FileNotFoundError:
+            pass
 
     # --- the tokens this work has used, counted in the stage's budget on whichever machine resumes it ---------
     def _restore_tokens_spent(self) -> None:
@@ -172,14 +198,17 @@ class RemoteCheckpoint:
             stamp = _stamp(local)
         except FileNotFoundError:
             return
-        if self.uploaded.get(SPENT_FILE) != stamp:
-            self.remote_dir.fs.put_file(str(local), (self.remote_dir / SPENT_FILE).path)
-            self.uploaded[SPENT_FILE] = stamp
+        with self._lock:
+            changed = self.uploaded.get(SPENT_FILE) != stamp
+        if changed:
+            self._copy(local, SPENT_FILE, self.remote_dir / SPENT_FILE)
 
     def discard(self, batch: Path) -> None:
         """Delete a local batch file's stored copy (a batch reopened after a stop must not come back)."""
         relative = batch.relative_to(self._local).as_posix()
-        self.uploaded.pop(relative, None)
+        with self._lock:  # first, so that a copy of it in flight now takes its object back when it returns
+            self._deleted[relative] = self._deleted.get(relative, 0) + 1
+            self.uploaded.pop(relative, None)
         try:
             (self._remote / relative).unlink(missing_ok=True)
         except OSError as exc:
@@ -187,9 +216,16 @@ class RemoteCheckpoint:
 
     # --- cleaning up ---------------------------------------------------------------------------
     def remove(self) -> None:
-        """Delete this checkpoint from the store (and forget what was copied)."""
-        self.uploaded.clear()
+        """Delete this checkpoint from the store (and forget what was copied); a copy in flight is taken back."""
+        with self._lock:
+            self._removals += 1
+            self.uploaded.clear()
         remove_checkpoints(self.remote_dir)
+
+
+def _upload(fs, path: Path, remote_path: str) -> None:
+    """One file's copy to the store (a seam the tests pause to hold a copy in flight)."""
+    fs.put_file(str(path), remote_path)
 
 
 def _drop_config_hash(metadata_path: Path) -> None:

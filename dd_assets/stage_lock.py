@@ -15,7 +15,9 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 READER_GRACE_S = 10.0
 """How long a writer waits for a reader holding the lock, whatever its own ``timeout_s``."""
@@ -101,6 +103,14 @@ class StageLock:
                 "(was the stage folder removed?), so another run may be writing the stage; this run published "
                 "nothing"
             )
+
+    def when_lost(self, callback: Callable[[str], Any]) -> Callable[[], None]:
+        """Call ``callback(message)`` if the lock is lost while held; returns an undo.
+
+        An ``flock`` is never taken away from a live holder (a removed lock file is found by :meth:`check_held`),
+        so this lock never calls it; :class:`~dd_assets.object_store_lock.ObjectStoreLock` does when its lease is lost.
+        """
+        return lambda: None
 
     def release(self) -> None:
         """Release the lock (a no-op when not held)."""

@@ -611,6 +611,8 @@ class StageRun:
         artifacts_dir = work_dir / "artifacts"
         self.stage_context.guard = guard
         guard.start()
+        # a lost writer lock (an object store lease another run may take) stops generating, like a stall
+        forget_lock = self._lock.when_lost(guard.stop) if self._lock is not None else None
         try:
             try:
                 result = data_designer.create(
@@ -644,6 +646,8 @@ class StageRun:
                 raise  # a full disk, an interrupt or Dagster's termination keep their own handling
             raise self.fail(self._stopped_message(guard, work_dir)) from None
         finally:
+            if forget_lock is not None:
+                forget_lock()
             guard.stop_watching()
             self.stage_context.guard = None
         if guard.stop_reason is not None:  # nothing was refused for good: the run finished every record
