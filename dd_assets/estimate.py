@@ -16,10 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_designer.config.utils.constants import DEFAULT_NUM_RECORDS
-
 from dd_assets.costs import price_for
-from dd_assets.seeds import own_seed_rows, selected_rows
+from dd_assets.seeds import resolve_num_records
 from dd_assets.spec import Stage, Workflow
 
 CHARS_PER_TOKEN = 4
@@ -58,17 +56,14 @@ def estimate(
 
 
 def _records(stage: Stage, rows: dict[str, int | None]) -> int | None:
-    if stage.num_records is not None:
-        return stage.num_records
-    if not stage.depends_on:
-        seed_rows = own_seed_rows(stage.builder)
-        return seed_rows if seed_rows is not None else DEFAULT_NUM_RECORDS
-    upstream = [rows.get(dep) if isinstance(dep, str) else None for dep in stage.depends_on]
-    if any(count is None for count in upstream) or callable(stage.combine):
-        return None
-    total = sum(upstream) if stage.combine == "concat" else upstream[0]
-    selected = selected_rows(total, stage.selection_strategy)
-    return total if selected is None else selected
+    """The stage's records over all its partitions, resolved as a run resolves them (``None``: unknown)."""
+    upstream_rows = None
+    if stage.depends_on and not stage.num_records:
+        upstream = [rows.get(dep) if isinstance(dep, str) else None for dep in stage.depends_on]
+        if any(count is None for count in upstream) or callable(stage.combine):
+            return None
+        upstream_rows = sum(upstream) if stage.combine == "concat" else upstream[0]
+    return resolve_num_records(stage, upstream_rows)
 
 
 def _estimate_stage(

@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import data_designer.config as dd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dd_assets import Stage, Workflow
@@ -102,3 +105,21 @@ def test_dd_assets_estimate_prints_each_stage(tmp_path, llm):
     )
     assert missing.returncode == 2 and "has no stage 'nope'" in missing.stderr
     assert llm.count() == 0
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [dd.IndexRange(start=2, end=6), dd.PartitionBlock(index=1, num_partitions=3)],
+    ids=["index_range", "partition_block"],
+)
+def test_the_estimate_counts_the_rows_a_root_seeds_own_selection_picks(io_manager, instance, tmp_path, selection):
+    seed = tmp_path / "seed.parquet"
+    pq.write_table(pa.table({"n": list(range(10))}), seed)
+    builder = expression_builder("m", "{{ n }}").with_seed_dataset(
+        dd.LocalFileSeedSource(path=str(seed)), selection_strategy=selection
+    )
+    workflow = Workflow(name="est", stages=[Stage(name="root", config=builder)])
+    (planned,) = estimate(workflow, "root")
+    result = materialize(workflow, io_manager, instance)
+    generated = metadata_of(result, ["est", "root"])["dagster/row_count"]
+    assert planned.records == generated == (5 if isinstance(selection, dd.IndexRange) else 3)
