@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
 import pyarrow.parquet as pq
 from data_designer.config.processors import DropColumnsProcessorConfig
 
@@ -86,6 +85,55 @@ def generated_column_names(stage: Stage) -> list[str]:
         if isinstance(processor, DropColumnsProcessorConfig):
             dropped |= set(processor.column_names)
     return [c.name for c in stage.builder.get_column_configs() if not c.drop and c.name not in dropped]
+
+
+def missing_and_all_null_columns(files: list[Path], names: list[str]) -> tuple[list[str], list[str]]:
+    """Of ``names``: those in none of the parquet ``files``, and those null in every row of them all (a file
+    without the column counts its rows as null, as a permissive concat would).
+
+    Null counts come from the row groups' statistics; a row group without them (or a nested column) is read for
+    that one column only, so memory stays bounded by one column of one row group at any dataset size.
+    """
+    present: set[str] = set()
+    nulls = dict.fromkeys(names, 0)
+    rows = 0
+    for file in files:
+        parquet = pq.ParquetFile(file)
+        meta = parquet.metadata
+        rows += meta.num_rows
+        columns = set(parquet.schema_arrow.names)
+        for name in names:
+            if name in columns:
+                present.add(name)
+                nulls[name] += _null_count(parquet, name)
+            else:
+                nulls[name] += meta.num_rows
+    missing = [name for name in names if name not in present]
+    all_null = [name for name in names if name in present and rows and nulls[name] == rows]
+    return missing, all_null
+
+
+def _null_count(parquet: pq.ParquetFile, name: str) -> int:
+    meta = parquet.metadata
+    # a top-level primitive column is one leaf with the same path; its chunk statistics count its nulls
+    leaf = next(
+        (
+            i
+            for i in range(meta.num_columns)
+            if meta.schema.column(i).path == name
+            and meta.schema.column(i).max_repetition_level == 0
+            and meta.schema.column(i).max_definition_level <= 1
+        ),
+        None,
+    )
+    total = 0
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(leaf).statistics if leaf is not None else None
+        if stats is not None and stats.has_null_count:
+            total += stats.null_count
+        else:
+            total += parquet.read_row_group(group, columns=[name]).column(0).null_count
+    return total
 
 
 def _scores(value: Any) -> list[float]:
@@ -148,12 +196,7 @@ def check_results(
     expected = generated_column_names(stage)
     missing, all_null = [], []
     if generated and generated_files:
-        table = pa.concat_tables([pq.read_table(f) for f in generated_files], promote_options="permissive")
-        for name in expected:
-            if name not in table.column_names:
-                missing.append(name)
-            elif table.num_rows and table.column(name).null_count == table.num_rows:
-                all_null.append(name)
+        missing, all_null = missing_and_all_null_columns(generated_files, expected)
     results.append(
         dg.AssetCheckResult(
             asset_key=asset_key,

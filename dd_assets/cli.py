@@ -262,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 known = ", ".join(sorted(location.workflows)) or "none"
                 raise CommandError(f"unknown workflow {workflow_name!r} (workflows: {known})", code=2)
-            prices = location.defs.resources[RESOURCE_KEY].prices
-            _print_table(as_rows(estimate(workflow, stage_name or None, prices)))
+            resource = location.defs.resources[RESOURCE_KEY]
+            prices = resource.prices
+            run_config = resource.data_designer_run_config()  # its correction and restart limits bound the tokens
+            _print_table(as_rows(estimate(workflow, stage_name or None, prices, run_config)))
             if not prices:
                 print("\n(no prices set: DataDesignerResource(prices=...) adds a cost range)")
         elif args.command == "export":

@@ -13,6 +13,7 @@ that surface are checked when dd_assets is imported (:func:`check_data_designer_
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import importlib.metadata
 import inspect
@@ -303,11 +304,29 @@ nothing is written here; it only keeps Data Designer from creating ``./artifacts
 class SharedRegistryDataDesigner(DataDesigner):
     """A ``DataDesigner`` whose ``create()`` calls all use one :class:`SharedModelRegistry`."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, token_statistics: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("artifact_path", UNUSED_ARTIFACTS_DIR)
         super().__init__(*args, **kwargs)
         self._registry_lock = threading.Lock()
         self._shared_registry: SharedModelRegistry | None = None
+        self.token_statistics = token_statistics
+        install_token_statistics_switch()
+
+    def create(self, *args: Any, **kwargs: Any) -> Any:
+        """Data Designer's ``create()``, its profiler counting tokens only when this DataDesigner's setting says so."""
+        token = _TOKEN_STATISTICS.set(self.token_statistics)
+        try:
+            return super().create(*args, **kwargs)
+        finally:
+            _TOKEN_STATISTICS.reset(token)
+
+    def preview(self, *args: Any, **kwargs: Any) -> Any:
+        """Data Designer's ``preview()``, with this DataDesigner's token-statistics setting."""
+        token = _TOKEN_STATISTICS.set(self.token_statistics)
+        try:
+            return super().preview(*args, **kwargs)
+        finally:
+            _TOKEN_STATISTICS.reset(token)
 
     @property
     def shared_registry(self) -> SharedModelRegistry:
@@ -344,24 +363,33 @@ _DATA_DESIGNERS: dict[str, SharedRegistryDataDesigner] = {}
 _DATA_DESIGNERS_LOCK = threading.Lock()
 
 
-def _count_tokens_disabled(text: str) -> int:
-    raise RuntimeError(
-        "token statistics are off (offline default: the tokenizer is downloaded from the internet); "
-        "set DataDesignerResource(token_statistics=True) to turn them on"
-    )
+_TOKEN_STATISTICS: contextvars.ContextVar[bool] = contextvars.ContextVar("dd_assets_token_statistics", default=False)
 
 
-def apply_token_statistics_setting(enabled: bool) -> None:
-    """Turn Data Designer's tiktoken-based token statistics on or off for this process.
+def _count_tokens_if_enabled(text: str) -> int:
+    """Data Designer's profiler counts tokens through this: the setting of the DataDesigner running now decides."""
+    if not _TOKEN_STATISTICS.get():
+        raise RuntimeError(
+            "token statistics are off (offline default: the tokenizer is downloaded from the internet); "
+            "set DataDesignerResource(token_statistics=True) to turn them on"
+        )
+    from data_designer.engine.utils.token_counting import count_text_tokens
 
-    Data Designer's profiler counts prompt and output tokens with tiktoken's ``cl100k_base``,
-    which downloads its vocabulary from the internet on first use. Off, the profiler records those
+    return count_text_tokens(text)
+
+
+def install_token_statistics_switch() -> None:
+    """Route Data Designer's tiktoken-based token statistics through a per-call switch (idempotent).
+
+    Data Designer's profiler counts prompt and output tokens with tiktoken's ``cl100k_base``, which downloads its
+    vocabulary from the internet on first use. The module function is replaced once; whether it counts is decided
+    per ``create()`` / ``preview()`` by the setting of the resource whose DataDesigner runs it (a context variable,
+    so two resources, and stages running at once in threads, each keep their own). Off, the profiler records those
     statistics as not calculated instead of reaching the network.
     """
     from data_designer.engine.analysis.utils import column_statistics_calculations as calculations
-    from data_designer.engine.utils.token_counting import count_text_tokens
 
-    calculations.count_text_tokens = count_text_tokens if enabled else _count_tokens_disabled
+    calculations.count_text_tokens = _count_tokens_if_enabled
 
 
 class DataDesignerResource(dg.ConfigurableResource):
@@ -449,9 +477,10 @@ class DataDesignerResource(dg.ConfigurableResource):
         with _DATA_DESIGNERS_LOCK:
             data_designer = _DATA_DESIGNERS.get(key)
             if data_designer is None:
-                apply_token_statistics_setting(self.token_statistics)
                 data_designer = SharedRegistryDataDesigner(
-                    model_providers=self.providers(), auto_configure_logging=False
+                    model_providers=self.providers(),
+                    auto_configure_logging=False,
+                    token_statistics=self.token_statistics,
                 )
                 data_designer.set_run_config(self.data_designer_run_config())
                 _DATA_DESIGNERS[key] = data_designer

@@ -21,10 +21,11 @@ import pyarrow.parquet as pq
 from data_designer.config.config_builder import DataDesignerConfigBuilder
 from data_designer.config.seed import IndexRange, PartitionBlock
 from data_designer.config.seed_source import LocalFileSeedSource
+from data_designer.config.utils.constants import DEFAULT_NUM_RECORDS
 from upath import UPath
 
 from dd_assets.dataset import StageDataset
-from dd_assets.spec import Stage, load_stage_config
+from dd_assets.spec import Stage, load_stage_config, partition_share
 
 
 class StageSeedError(ValueError):
@@ -84,6 +85,49 @@ def selected_rows(rows: int, selection: IndexRange | PartitionBlock | None) -> i
             return None  # Data Designer rejects it with its own message
         return selection.to_index_range(rows).size
     return None
+
+
+class RecordCountError(ValueError):
+    """A stage's record count cannot be resolved (the message names the field, not the stage)."""
+
+
+def resolve_num_records(
+    stage: Stage,
+    upstream_rows: int | None,
+    *,
+    override: int | None = None,
+    partition: tuple[int, int] | None = None,
+    partition_block: PartitionBlock | None = None,
+) -> int:
+    """Records a stage run generates: run config ``override`` > ``Stage.num_records`` (a partition's share) > the
+    rows its seed selection picks > the seed's rows > Data Designer's default. The one resolution of the runner and
+    of ``estimate``.
+
+    ``upstream_rows``: rows of the seed built from the upstreams, ``None`` for a root stage (its own seed file is
+    counted and its own ``selection_strategy`` applies). ``partition``: ``(index, count)`` of this run's partition;
+    ``partition_block``: the block of the seed the partition takes, when it splits its seed.
+    """
+    if override:
+        return override
+    if stage.num_records:
+        if partition is None:
+            return stage.num_records
+        share = partition_share(stage.num_records, *partition)
+        if share < 1:
+            raise RecordCountError(
+                f"num_records {stage.num_records} split over {partition[1]} partitions leaves this "
+                "partition no records; raise num_records or use fewer partitions"
+            )
+        return share
+    if upstream_rows is not None:
+        rows, selection = upstream_rows, partition_block or stage.selection_strategy
+    else:
+        rows = own_seed_rows(stage.builder)
+        own = stage.builder.get_seed_config()
+        selection = partition_block or (own.selection_strategy if own is not None else None)
+    if rows is None:
+        return DEFAULT_NUM_RECORDS
+    return selected_rows(rows, selection) or rows or DEFAULT_NUM_RECORDS
 
 
 def upstream_label(dep: str | dg.AssetKey) -> str:

@@ -25,7 +25,6 @@ import pyarrow.parquet as pq
 from data_designer.config.config_builder import DataDesignerConfigBuilder
 from data_designer.config.seed import IndexRange, PartitionBlock
 from data_designer.config.seed_source import LocalFileSeedSource
-from data_designer.config.utils.constants import DEFAULT_NUM_RECORDS
 from data_designer.engine.storage.artifact_storage import ResumeMode
 from upath import UPath
 
@@ -51,12 +50,12 @@ from dd_assets.remote_checkpoint import CHECKPOINTS_DIR, RemoteCheckpoint
 from dd_assets.resource import DataDesignerResource
 from dd_assets.secrets import LiteralSecretError, redact
 from dd_assets.seeds import (
+    RecordCountError,
     Seed,
     as_stage_dataset,
     build_seed,
     builder_with_seed,
-    own_seed_rows,
-    selected_rows,
+    resolve_num_records,
     upstream_label,
 )
 from dd_assets.spec import (
@@ -64,7 +63,6 @@ from dd_assets.spec import (
     Workflow,
     check_num_records,
     check_token_budget,
-    partition_share,
 )
 from dd_assets.stage_context import StageContext, running_stage
 from dd_assets.stage_guard import StageGuard, read_tokens_spent, write_tokens_spent
@@ -448,28 +446,17 @@ class StageRun:
 
     def _resolve_num_records(self, seed: Seed | None) -> int:
         """Run config > ``Stage.num_records`` > the selected block of the seed > the seed > Data Designer's default."""
-        stage = self.stage
-        if self.config.num_records:
-            return self.config.num_records  # a partition run's own count
-        if stage.num_records:
-            if self.partition is None:
-                return stage.num_records
-            share = partition_share(stage.num_records, self.partition_index, self.partition_count)
-            if share < 1:
-                raise self.fail(
-                    f"num_records {stage.num_records} split over {self.partition_count} partitions leaves this "
-                    "partition no records; raise num_records or use fewer partitions"
-                )
-            return share
-        if seed is not None:
-            rows, selection = seed.num_rows, self.selection_strategy
-        else:
-            rows = own_seed_rows(stage.builder)
-            own = stage.builder.get_seed_config()
-            selection = self.partition_block or (own.selection_strategy if own is not None else None)
-        if rows is None:
-            return DEFAULT_NUM_RECORDS
-        return selected_rows(rows, selection) or rows or DEFAULT_NUM_RECORDS
+        partition = (self.partition_index, self.partition_count) if self.partition is not None else None
+        try:
+            return resolve_num_records(
+                self.stage,
+                seed.num_rows if seed is not None else None,
+                override=self.config.num_records,
+                partition=partition,
+                partition_block=self.partition_block,
+            )
+        except RecordCountError as exc:
+            raise self.fail(str(exc)) from None
 
     def _seed_fingerprint(self, seed: Seed | None, upstream_versions: dict[str, str]) -> str | None:
         """The content of the seed this run reads: upstream data version(s), or the seed files' bytes."""

@@ -1,26 +1,81 @@
-"""A local OpenAI-compatible chat-completions server for tests: deterministic answers, counted requests."""
+"""A local OpenAI-compatible chat-completions server for tests: deterministic answers, counted requests.
+
+Besides answering, it behaves like a real server (vLLM, OpenAI) where dd_assets depends on it: an answer longer
+than the request's ``max_tokens`` is cut there with ``finish_reason: "length"``; with ``usage = "text"`` the usage
+counts every message's tokens plus the chat template's and the answer's own tokens (the default ``"prompt_words"``
+keeps the fixed counts older tests pin: the last user message's words in, 2 tokens out); ``context_window`` answers
+a request whose messages and ``max_tokens`` do not fit with the 400 error vLLM or OpenAI return; and
+:meth:`FakeLLMServer.go_away` makes the server stop listening after a number of generation requests (connections are
+refused, requests already accepted are reset), until :meth:`FakeLLMServer.come_back`. ``request_log`` holds one
+entry per answered request (kind, status, tokens, finish reason).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+import socket
+import struct
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HEALTH_CHECK_PROMPT = "Hello!"
+# The server's tokenizer: runs of word characters or of punctuation, four characters to a token (so "a", "{"
+# and '":' are a token each); close to what BPE tokenizers count for English text and JSON, never fewer.
+TOKEN_PIECE = re.compile(r"\w+|[^\w\s]+")
+CHARS_PER_PIECE_TOKEN = 4
+# The chat template's tokens: per message (role markers) and per request (the assistant's turn header).
+TEMPLATE_TOKENS_PER_MESSAGE = 4
+TEMPLATE_TOKENS_PER_REQUEST = 3
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of ``text`` by the server's tokenizer."""
+    return sum(math.ceil(len(piece) / CHARS_PER_PIECE_TOKEN) for piece in TOKEN_PIECE.findall(text))
+
+
+def truncate_to_tokens(text: str, max_tokens: int) -> str:
+    """The longest prefix of ``text`` with at most ``max_tokens`` tokens (what a server returns at the limit)."""
+    used, end = 0, 0
+    for match in TOKEN_PIECE.finditer(text):
+        cost = math.ceil(len(match.group()) / CHARS_PER_PIECE_TOKEN)
+        if used + cost > max_tokens:
+            return text[: match.start() + (max_tokens - used) * CHARS_PER_PIECE_TOKEN]
+        used, end = used + cost, match.end()
+    return text if used <= max_tokens else text[:end]
+
+
+def message_text(content) -> str:
+    """The text of a message's content (a string or a list of content parts)."""
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content or "")
 
 
 class FakeLLMServer:
     """Answers ``POST /v1/chat/completions`` on 127.0.0.1 with text derived from the prompt.
 
     ``requests`` counts every completion request by kind (``health_check`` or ``generation``) and model;
-    ``auth_headers`` keeps the Authorization headers seen (to check the key reached the server).
+    ``auth_headers`` keeps the Authorization headers seen (to check the key reached the server). The behaviours of a
+    real server (module docstring) are set by attribute and undone by :meth:`reset`.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.usage = "prompt_words"  # or "text": usage counted from every message and the answer
+        self.answer_tokens: int | None = None  # answer this many tokens of text (default: a short answer)
+        self.context_window: int | None = None  # messages + max_tokens above this get a 400
+        self.context_error = "vllm"  # the shape of that 400: "vllm" or "openai"
+        self.request_log: list[dict] = []
+        self.refuse_after: int | None = None  # see go_away()
+        self.dropped = 0  # requests reset without an answer since the server went away
+        self._back_timer: threading.Timer | None = None
+        self._back_after_s: float | None = None
+        self._generation_posts = 0
         self.requests: Counter[tuple[str, str]] = Counter()
         self.prompts: list[str] = []
         self.auth_headers: set[str] = set()
@@ -53,6 +108,9 @@ class FakeLLMServer:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
                 server._record(body, self.headers.get("Authorization", ""))
+                if not server._admit(body):
+                    self._reset_connection()
+                    return
                 prompt = server.user_prompt(body)
                 started = server._enter(prompt)
                 try:
@@ -77,9 +135,22 @@ class FakeLLMServer:
                     return
                 if fault is not None:
                     status, payload = fault
+                    server._log(body, status)
                     self._send(status, payload)
                     return
-                self._send(200, server.completion(body))
+                overflow = server.context_overflow(body)
+                if overflow is not None:
+                    server._log(body, 400)
+                    self._send(400, overflow)
+                    return
+                answer = server.completion(body)
+                server._log(body, 200, answer)
+                self._send(200, answer)
+
+            def _reset_connection(self) -> None:
+                # what a client sees of a server that died: the connection is reset, no answer
+                self.close_connection = True
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
             def _send(self, status: int, payload: dict) -> None:
                 data = json.dumps(payload).encode()
@@ -89,21 +160,87 @@ class FakeLLMServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._handler = Handler
+        self.httpd: ThreadingHTTPServer | None = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._listen_lock = threading.Lock()
 
     @property
     def endpoint(self) -> str:
         """The base URL to configure as a provider endpoint."""
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> FakeLLMServer:
         self.thread.start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._cancel_back_timer()
+        self._close_listener()
+
+    @property
+    def listening(self) -> bool:
+        """False while the server is away (connections refused)."""
+        return self.httpd is not None
+
+    def go_away(self, after: int = 0, back_after_s: float | None = None) -> None:
+        """Stop listening once ``after`` more generation requests have arrived (health checks do not count):
+        later connections are refused and requests accepted meanwhile are reset unanswered, as when a server
+        process dies mid-stage. With ``back_after_s`` it listens again on the same port that long after leaving."""
+        with self.lock:
+            self.refuse_after = self._generation_posts + after
+            self._back_after_s = back_after_s
+        if after <= 0:
+            self._leave_now()
+
+    def come_back(self) -> None:
+        """Listen again on the same port and answer every request (undoes :meth:`go_away`)."""
+        self._cancel_back_timer()
+        with self.lock:
+            self.refuse_after = None
+        with self._listen_lock:
+            if self.httpd is None:
+                self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
+                self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+                self.thread.start()
+
+    def _leave_now(self) -> None:
+        self._close_listener()
+        back = self._back_after_s
+        if back is not None:
+            self._cancel_back_timer()
+            self._back_timer = threading.Timer(back, self.come_back)
+            self._back_timer.daemon = True
+            self._back_timer.start()
+
+    def _close_listener(self) -> None:
+        with self._listen_lock:
+            if self.httpd is not None:
+                self.httpd.shutdown()
+                self.httpd.server_close()
+                self.httpd = None  # only now: `listening` turns False once connections are refused
+
+    def _cancel_back_timer(self) -> None:
+        timer, self._back_timer = self._back_timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _admit(self, body: dict) -> bool:
+        """Whether to answer this request; the one that reaches ``refuse_after`` closes the listener."""
+        if self.user_prompt(body) == HEALTH_CHECK_PROMPT:
+            with self.lock:
+                refused = self.refuse_after is not None and self._generation_posts >= self.refuse_after
+                self.dropped += refused
+            return not refused
+        with self.lock:
+            self._generation_posts += 1
+            number, limit = self._generation_posts, self.refuse_after
+            refused = limit is not None and number > limit
+            self.dropped += refused
+        if limit is not None and number == limit:
+            threading.Thread(target=self._leave_now, daemon=True).start()  # shutdown() waits for the serve loop
+        return not refused
 
     @staticmethod
     def user_prompt(body: dict) -> str:
@@ -146,15 +283,85 @@ class FakeLLMServer:
             return sum(n for (k, m), n in self.requests.items() if kind in (None, k) and model in (None, m))
 
     def reset(self) -> None:
+        self.come_back()
         self.generation_requests = 0
         self.delay_s = 0.0
         self.fault = None
         self.structured_answer = None
+        self.usage = "prompt_words"
+        self.answer_tokens = None
+        self.context_window = None
+        self.context_error = "vllm"
         with self.lock:
             self.requests.clear()
             self.prompts.clear()
             self.peak_in_flight = self.in_flight
             self.spans.clear()
+            self.request_log.clear()
+            self.dropped = 0
+
+    def _log(self, body: dict, status: int, answer: dict | None = None) -> None:
+        kind = "health_check" if self.user_prompt(body) == HEALTH_CHECK_PROMPT else "generation"
+        usage = (answer or {}).get("usage", {})
+        entry = {
+            "kind": kind,
+            "model": body.get("model", ""),
+            "status": status,
+            "messages": len(body.get("messages", [])),
+            "max_tokens": self.max_tokens(body),
+            "prompt_tokens": usage.get("prompt_tokens", 0),
+            "completion_tokens": usage.get("completion_tokens", 0),
+            "finish_reason": answer["choices"][0]["finish_reason"] if answer else None,
+        }
+        with self.lock:
+            self.request_log.append(entry)
+
+    def tokens_used(self, kind: str | None = "generation") -> int:
+        """Prompt plus completion tokens of the answered requests of one kind (``None``: all), as reported."""
+        with self.lock:
+            return sum(
+                e["prompt_tokens"] + e["completion_tokens"] for e in self.request_log if kind in (None, e["kind"])
+            )
+
+    @staticmethod
+    def max_tokens(body: dict) -> int | None:
+        """The answer limit a request asks for (``max_tokens`` or ``max_completion_tokens``)."""
+        value = body.get("max_completion_tokens", body.get("max_tokens"))
+        return int(value) if isinstance(value, (int, float)) else None
+
+    @staticmethod
+    def prompt_tokens(body: dict) -> int:
+        """Input tokens of a request as a real server counts them: every message and the chat template's own."""
+        messages = body.get("messages", [])
+        content = sum(count_tokens(message_text(m.get("content"))) for m in messages)
+        return content + TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + TEMPLATE_TOKENS_PER_REQUEST
+
+    def context_overflow(self, body: dict) -> dict | None:
+        """The 400 body of a request that does not fit ``context_window``, in vLLM's or OpenAI's shape."""
+        if self.context_window is None:
+            return None
+        prompt, limit = self.prompt_tokens(body), self.max_tokens(body) or 0
+        if prompt + limit <= self.context_window:
+            return None
+        if self.context_error == "openai":
+            message = (
+                f"This model's maximum context length is {self.context_window} tokens. However, your messages "
+                f"resulted in {prompt} tokens. Please reduce the length of the messages."
+            )
+            return {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+            }
+        message = (
+            f"This model's maximum context length is {self.context_window} tokens. However, you requested "
+            f"{prompt + limit} tokens ({prompt} in the messages, {limit} in the completion). Please reduce the "
+            "length of the messages or completion."
+        )
+        return {"error": {"message": message, "type": "BadRequestError", "param": None, "code": 400}}
 
     @staticmethod
     def answer_for(prompt: str) -> str:
@@ -168,17 +375,39 @@ class FakeLLMServer:
             content = "Hi!"
         elif self.structured_answer is not None:
             content = json.dumps(self.structured_answer)
+        elif self.answer_tokens is not None:
+            content = self.long_answer_for(user, self.answer_tokens)
         else:
             content = self.answer_for(user)
-        prompt_tokens = max(1, len(user.split()))
+        limit = self.max_tokens(body)
+        finish_reason = "stop"
+        if limit is not None and count_tokens(content) > limit:
+            content, finish_reason = truncate_to_tokens(content, limit), "length"
+        if self.usage == "text":
+            prompt_tokens, completion_tokens = self.prompt_tokens(body), count_tokens(content)
+        else:
+            prompt_tokens = max(1, len(user.split()))
+            completion_tokens = 2 if limit is None else min(2, limit)
         return {
             "id": f"chatcmpl-{int(time.time() * 1000)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "test-model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 2, "total_tokens": prompt_tokens + 2},
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish_reason}
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
+
+    @staticmethod
+    def long_answer_for(prompt: str, tokens: int) -> str:
+        """A deterministic answer of ``tokens`` tokens: words of four characters from the prompt's digest."""
+        digest = hashlib.sha256(prompt.encode()).hexdigest()
+        return " ".join(digest[(i * 4) % 60 : (i * 4) % 60 + 4] for i in range(tokens))
 
 
 def every_kth(server: FakeLLMServer, k: int, fault):

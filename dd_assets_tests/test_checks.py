@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 import data_designer.config as dd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dd_assets import DataDesignerResource, Stage, Workflow, build_workflow_definitions
@@ -221,3 +223,94 @@ def test_batches_that_dropped_records_are_not_paid_for_again_above_the_threshold
     assert llm.count("generation") == 0  # 15 of 20 is above 0.7: the finished batches are reused as they are
     assert io_manager.read_stage("enough", "write").num_rows == 15
     assert metadata_of(rerun, ["enough", "write"])["dd_assets/resumed"] is True
+
+
+def _whole_table_columns_check(files, names):
+    """The columns_present computation as it was: every file read into one table."""
+    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+    missing = [n for n in names if n not in table.column_names]
+    all_null = [
+        n for n in names if n in table.column_names and table.num_rows and table.column(n).null_count == table.num_rows
+    ]
+    return missing, all_null
+
+
+def _column_files(tmp_path) -> list:
+    files = []
+    tables = [
+        pa.table(
+            {
+                "full": ["a", "b", "c"],
+                "some": ["x", None, "z"],
+                "none": pa.array([None, None, None], pa.string()),
+                "nested": pa.array([None, None, None], pa.struct([("k", pa.int64())])),
+                "listed": pa.array([[1], None, []], pa.list_(pa.int64())),
+                "void": pa.nulls(3),
+                "half": ["only", "here", "!"],
+            }
+        ),
+        pa.table(
+            {
+                "full": ["d", "e"],
+                "some": pa.array([None, None], pa.string()),
+                "none": pa.array([None, None], pa.string()),
+                "nested": pa.array([None, None], pa.struct([("k", pa.int64())])),
+                "listed": pa.array([None, None], pa.list_(pa.int64())),
+                "void": pa.nulls(2),
+            }
+        ),
+    ]
+    for index, table in enumerate(tables):
+        for stats in (True, False):
+            path = tmp_path / f"part-{index}-{stats}.parquet"
+            pq.write_table(table, path, write_statistics=stats, row_group_size=2)
+            files.append(path)
+    return files
+
+
+@pytest.mark.parametrize("subset", ["all", "with_statistics", "without_statistics", "second_only"])
+def test_columns_present_from_parquet_statistics_equals_the_whole_table_computation(tmp_path, subset):
+    from dd_assets.checks import missing_and_all_null_columns
+
+    files = _column_files(tmp_path)
+    chosen = {
+        "all": files,
+        "with_statistics": [f for f in files if f.name.endswith("True.parquet")],
+        "without_statistics": [f for f in files if f.name.endswith("False.parquet")],
+        "second_only": [f for f in files if f.name.startswith("part-1")],
+    }[subset]
+    names = ["full", "some", "none", "nested", "listed", "void", "half", "absent"]
+    assert missing_and_all_null_columns(chosen, names) == _whole_table_columns_check(chosen, names)
+
+
+_MEMORY_PROBE = """
+import sys
+import pyarrow as pa, pyarrow.parquet as pq
+from dd_assets.checks import missing_and_all_null_columns
+files = sys.argv[2:]
+before = pa.default_memory_pool().max_memory()
+result = missing_and_all_null_columns(files, ["big", "other"])
+print(result, pa.default_memory_pool().max_memory() - before)
+"""
+
+
+@pytest.mark.parametrize("statistics", [True, False], ids=["statistics", "column_wise"])
+def test_columns_present_does_not_read_whole_tables(tmp_path, statistics):
+    import subprocess
+    import sys
+
+    rows, width = 20_000, 1_000  # 20 MB of text per file once decoded, a few kB on disk
+    table = pa.table({"big": [f"{i:08d}" + "x" * width for i in range(rows)], "other": pa.nulls(rows, pa.string())})
+    files = []
+    for index in range(3):
+        path = tmp_path / f"big-{index}.parquet"
+        pq.write_table(table, path, write_statistics=statistics, row_group_size=rows // 20)
+        files.append(str(path))
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, "--", *files], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result, peak = proc.stdout.rsplit(" ", 1)
+    assert result == "([], ['other'])"
+    # reading the whole dataset takes over 60 MB of Arrow memory; one column of one row group is 1 MB
+    assert int(peak) < (1 << 20 if statistics else 10 << 20), int(peak)

@@ -281,3 +281,30 @@ def test_running_a_stage_creates_nothing_in_the_working_directory(tmp_path, llm)
     proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=workdir, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert list(workdir.iterdir()) == []  # no ./artifacts from Data Designer's default artifact path
+
+
+def test_each_resource_keeps_its_own_token_statistics_setting(io_manager, instance, llm, llm_resource, tmp_path):
+    """Two resources in one process: the one built last must not switch the other's token statistics."""
+    on = DataDesignerResource(
+        model_providers=llm_resource.model_providers, token_statistics=True, run_config={"buffer_size": 97}
+    )
+    off = DataDesignerResource(
+        model_providers=llm_resource.model_providers, token_statistics=False, run_config={"buffer_size": 89}
+    )
+    on.get_data_designer()
+    off.get_data_designer()  # built last
+    disabled = "token statistics are off"
+
+    def logs_of(resource, name):
+        workflow = Workflow(
+            name=name,
+            stages=[
+                Stage(name="seed", config=sampler_builder(), num_records=2),
+                Stage(name="write", config=llm_builder("text", "About {{ n }}"), depends_on=["seed"]),
+            ],
+        )
+        result = materialize(workflow, io_manager, instance, resource=resource)
+        return "\n".join(str(e.message) for e in instance.all_logs(result.run_id) if e.message)
+
+    assert disabled not in logs_of(on, "stats_on")  # counted (or, offline, failed to fetch the tokenizer)
+    assert disabled in logs_of(off, "stats_off")
