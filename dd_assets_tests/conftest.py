@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import tempfile
 from pathlib import Path
 
 os.environ["NEMO_TELEMETRY_ENABLED"] = "false"
+
+# Tests never reach the internet: the test process refuses to look up or connect to any host but this machine's
+# (subprocesses the tests start run their own checks, e.g. fixtures/network_audit.py).
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "", None, socket.gethostname()}
+
+
+def _refuse_remote_hosts(event: str, args: tuple) -> None:
+    host = None
+    if event == "socket.getaddrinfo":
+        host = args[0].decode() if isinstance(args[0], bytes) else args[0]
+    elif event == "socket.connect" and isinstance(args[1], tuple) and args[1]:
+        host = args[1][0]
+    else:
+        return
+    if host not in _LOCAL_HOSTS and not str(host).startswith("127."):
+        raise OSError(f"the test suite never reaches the network: refused a connection to {host!r}")
+
+
+sys.addaudithook(_refuse_remote_hosts)
 os.environ.setdefault("DATA_DESIGNER_HOME", tempfile.mkdtemp(prefix="dd_home_"))
 os.environ.setdefault("DATA_DESIGNER_MANAGED_ASSETS_PATH", os.path.join(os.environ["DATA_DESIGNER_HOME"], "assets"))
 
