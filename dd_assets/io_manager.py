@@ -70,11 +70,25 @@ PARTITIONS_DIR = "partitions"
 OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
 
 
+MAX_FOLDER_NAME = 255  # bytes: the longest file name local file systems accept
+
+
 def partition_dir_name(partition: str) -> str:
-    """The folder name of a partition key: the key itself when it is a plain name, else percent-encoded."""
-    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.=-]*", partition):
+    """The folder name of a partition key: the key itself when it is a plain name, else percent-encoded.
+
+    Distinct keys always get distinct names, and no name is ``.``, ``..``, hidden or contains ``/``: ``quote``
+    leaves ``.`` as is, so a leading dot is written ``%2E``; ``""`` is ``%00`` (NUL is not a valid key). A name
+    longer than a file system allows keeps its start and ends in ``%~`` and a hash of the key (``quote`` never
+    writes ``%~``, so it cannot meet another key's name).
+    """
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.=-]*", partition) and len(partition) <= MAX_FOLDER_NAME:
         return partition
-    return quote(partition, safe="") or "%00"
+    name = quote(partition, safe="") or "%00"
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if len(name) > MAX_FOLDER_NAME:
+        name = name[:200] + "%~" + hashlib.sha256(partition.encode()).hexdigest()[:32]
+    return name
 
 
 def describe(workflow: str, stage: str, partition: str | None = None) -> str:

@@ -261,3 +261,31 @@ def test_partition_keys_that_are_not_plain_names_get_safe_folders(io_manager, in
     assert io_manager.stored_partitions("odd", "a") == ["2026-11-23", "a b", "eu/west"]
     assert io_manager.read_stage("odd", "a", "eu/west").record["partition"] == "eu/west"
     assert io_manager.read_stage("odd", "a").num_rows == 6
+
+
+def test_partition_keys_never_escape_their_folder_and_every_key_gets_its_own(io_manager, instance):
+    keys = ["x", "..", "."]
+    dots = dg.StaticPartitionsDefinition(keys)
+    workflow = Workflow(name="dots", stages=[Stage(name="a", config=_with_id(), num_records=9, partitions=dots)])
+    _materialize_partitions(workflow, io_manager, instance, ["dots/a"], keys=keys)
+    stage_dir = Path(io_manager.base_dir) / "dots/a"
+    assert not (stage_dir / "stage.json").exists() and not (stage_dir / "partitions/stage.json").exists()
+    assert sorted(p.name for p in (stage_dir / "partitions").iterdir()) == ["%2E", "%2E.", "x"]
+    assert io_manager.stored_partitions("dots", "a") == [".", "..", "x"]
+    assert [io_manager.read_stage("dots", "a", k).num_rows for k in keys] == [3, 3, 3]
+    assert io_manager.read_stage("dots", "a").num_rows == 9
+
+    from dd_assets.io_manager import partition_dir_name
+
+    tricky = ["", ".", "..", ".hidden", "a/b", "a%2Fb", "%", "%2E", "~", "-x", "x" * 255, "x" * 256, "é" * 200]
+    names = [partition_dir_name(k) for k in tricky]
+    assert len(set(names)) == len(tricky)  # injective
+    assert all(n not in ("", ".", "..") and "/" not in n and not n.startswith(".") for n in names)
+    assert all(len(n.encode()) <= 255 for n in names)
+    assert [partition_dir_name(k) for k in ["eu", "2026-11-23", "a.b", "k=v", "x" * 255]] == [
+        "eu",
+        "2026-11-23",
+        "a.b",
+        "k=v",
+        "x" * 255,
+    ]  # plain names keep the folder name they always had
