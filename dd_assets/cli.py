@@ -162,7 +162,9 @@ def export(location: CodeLocation, ref: str, out: str, partition: str | None) ->
     if partition is not None and stage.partitions_def is None:
         raise CommandError(f"{ref} is not partitioned; leave out --partition", code=2)
     try:
-        dataset = location.io_manager.read_stage(workflow.name, stage.name, partition)
+        dataset = location.io_manager.read_stage(
+            workflow.name, stage.name, partition, partitions_def=stage.partitions_def
+        )
     except StageStorageError as exc:
         raise CommandError(str(exc)) from None
     table = dataset.to_arrow()
@@ -201,7 +203,9 @@ def preview(location: CodeLocation, ref: str, num_records: int) -> Any:
         if not isinstance(dep, str):
             raise CommandError(f"{ref} reads the external asset {dep.to_user_string()!r}, which dd-assets cannot load")
         try:
-            upstreams[dep] = io_manager.read_stage(workflow.name, dep)
+            upstreams[dep] = io_manager.read_stage(
+                workflow.name, dep, partitions_def=workflow.stage(dep).partitions_def
+            )
         except StageStorageError as exc:
             raise CommandError(f"{ref}: its upstream cannot be read: {exc}") from None
     resource = location.defs.resources[RESOURCE_KEY]
