@@ -635,6 +635,27 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         os.symlink(f"{VERSIONS_DIR}/{version}", tmp)
         os.replace(tmp, data)
 
+    def repair_data_link(
+        self, workflow: str, stage: str, partition: str | None = None, record: dict[str, Any] | None = None
+    ) -> str | None:
+        """Point ``data`` at the committed version when a run died between its commit and the link switch
+        (local base_dir; call it holding the stage's lock). Returns a message when it changed the link."""
+        if not self.is_local:
+            return None
+        record = record if record is not None else self.read_record(workflow, stage, partition)
+        version = (record or {}).get("version")
+        stage_dir = self.stage_dir(workflow, stage, partition)
+        if not isinstance(version, str) or not (Path(stage_dir.path) / VERSIONS_DIR / version).is_dir():
+            return None  # nothing committed here, or a record from before versions/: nothing to point at
+        before = self._data_link_target(stage_dir)
+        if before == version:
+            return None
+        self._point_data_link(stage_dir, version)
+        return (
+            f"{describe(workflow, stage, partition)}: data/ pointed at {before or 'nothing'} while stage.json names "
+            f"version {version} (a run died between its commit and the link switch); pointed it at {version}"
+        )
+
     def _data_link_target(self, stage_dir: UPath) -> str | None:
         """The version folder ``data`` points at (local base_dir), or ``None``."""
         data = Path(stage_dir.path) / DATA_DIR if self.is_local else None
