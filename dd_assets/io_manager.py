@@ -69,6 +69,7 @@ VERSION_METADATA_KEY = "dd_assets/version"
 LEGACY_PREVIOUS_DIR = ".previous"
 PARTITIONS_DIR = "partitions"
 PARTITIONING_RECORD = "partitioning.json"
+EMPTY_STATUSES = ("completed_empty", "skipped_empty_upstream")
 STORED = "stored"
 """``read_stage(partitions_def=STORED)``: the stage's partitioning as storage records it (see read_stage)."""
 OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
@@ -324,8 +325,12 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             raise StageStorageError(f"{where}: cannot read {path}: {exc}") from None
         try:
             record = json.loads(data.decode("utf-8"))  # UnicodeDecodeError is a ValueError
-            if not isinstance(record, dict) or not all(isinstance(f, str) for f in record["files"]):
+            files = record["files"] if isinstance(record, dict) else None
+            if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
                 raise ValueError("not a stage record")
+            if not record["files"] and record.get("status") not in EMPTY_STATUSES:
+                # every publish names at least one file (an empty output is an empty parquet file with its schema)
+                raise ValueError(f"it names no files for status {record.get('status')!r}")
         except (ValueError, KeyError, TypeError) as exc:
             raise StageRecordUnreadableError(
                 f"{where}: {path} is unreadable ({exc}); rematerialize the stage to repair it"
