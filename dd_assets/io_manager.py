@@ -439,7 +439,13 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 "not materialized; materialize them (or backfill the stage) before reading the whole stage"
             )
         parts = [self._read_one(workflow, stage, key, record) for key, record in records.items()]
-        return StageDataset.combine(parts, self.stage_dir(workflow, stage))
+        try:
+            return StageDataset.combine(parts, self.stage_dir(workflow, stage))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise StageStorageError(
+                f"{describe(workflow, stage)}: the schemas of partitions {', '.join(map(repr, records))} do not "
+                f"combine ({exc}); rematerialize the partitions whose columns changed type"
+            ) from None
 
     def stored_partitioning(self, workflow: str, stage: str) -> dict[str, Any] | None:
         """The stage's ``partitioning.json``: the partitioning it was last published under (``partitioning``: an id,
@@ -495,12 +501,15 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             raise StageStorageError(
                 f"{where}: published files are missing ({', '.join(missing)}); rematerialize the stage"
             )
-        return StageDataset.from_files(
-            self.version_dir(workflow, stage, record, partition),
-            files,
-            status=record.get("status", "completed"),
-            record=record,
-        )
+        try:
+            return StageDataset.from_files(
+                self.version_dir(workflow, stage, record, partition),
+                files,
+                status=record.get("status", "completed"),
+                record=record,
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise StageStorageError(f"{where}: the published files' schemas do not combine ({exc})") from None
 
     def version_dir(self, workflow: str, stage: str, record: dict[str, Any], partition: str | None = None) -> UPath:
         """The folder holding exactly the files of ``record`` (what ``dagster/uri`` points at)."""

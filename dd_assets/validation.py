@@ -8,6 +8,7 @@ than guessed.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -70,8 +71,8 @@ def seed_file_columns_ordered(stage: Stage) -> list[str] | None:
             with open(first, encoding="utf-8") as handle:
                 return list(json.loads(handle.readline()))
         if first.suffix == ".csv":
-            with open(first, encoding="utf-8") as handle:
-                return [c.strip() for c in handle.readline().strip().split(",")]
+            with open(first, encoding="utf-8-sig", newline="") as handle:  # quoted names may hold "," or newlines
+                return [c.strip() for c in next(csv.reader(handle), [])]
     except (OSError, ValueError):
         return None
     return None

@@ -94,3 +94,17 @@ def test_a_materialization_adds_the_real_types_to_the_same_descriptions(io_manag
     columns = {c.name: (c.type, c.description) for c in schema.columns}
     assert columns["tenure_years"][0] == "int64" and columns["tenure_years"][1].startswith("sampler uniform")
     assert columns["customer_label"] == ("large_string", "expression: {{ segment }}/{{ region }}")  # Arrow's type
+
+
+def test_a_csv_seed_header_with_quoted_names_is_read_as_csv(tmp_path, io_manager, instance):
+    from dd_assets.validation import seed_file_columns_ordered
+
+    seed = tmp_path / "notes.csv"
+    seed.write_text('"id","note, long"\n1,"a, b"\n2,c\n', encoding="utf-8")
+    builder = dd.DataDesignerConfigBuilder()
+    builder.with_seed_dataset(dd.LocalFileSeedSource(path=str(seed)))
+    builder.add_column(dd.ExpressionColumnConfig(name="label", expr="{{ id }}!"))
+    workflow = Workflow(name="csvseed", stages=[Stage(name="a", config=builder)])  # validated: `id` is in the seed
+    assert seed_file_columns_ordered(workflow.stage("a")) == ["id", "note, long"]
+    assert materialize(workflow, io_manager, instance).success
+    assert io_manager.read_stage("csvseed", "a").columns == ["id", "note, long", "label"]

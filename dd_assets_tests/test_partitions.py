@@ -362,3 +362,27 @@ def test_a_stage_that_changes_between_unpartitioned_and_partitioned_never_serves
     assert len(again) == 12 and not again & partitioned and _export(tmp_path, io_manager, None) == 12
     with pytest.raises(StageStorageError, match="last published unpartitioned"):
         io_manager.read_stage("rp", "a", "0")
+
+
+def test_partitions_whose_schemas_differ_read_as_they_were_unified(io_manager, instance, tmp_path):
+    pq.write_table(pa.table({"n": pa.array([1, 2], pa.int64()), "only_0": ["a", "b"]}), tmp_path / "p0.parquet")
+    pq.write_table(pa.table({"n": pa.array([2.5], pa.float64())}), tmp_path / "p1.parquet")
+    pq.write_table(pa.table({"n": ["text"]}), tmp_path / "p1_text.parquet")
+    workflow = Workflow(name="schemas", stages=[Stage(name="a", config=sampler_builder(), num_records=4, partitions=2)])
+
+    def publish(key, file):
+        override = {"ops": {"schemas__a": {"config": {"output_override": str(tmp_path / file)}}}}
+        assert materialize(workflow, io_manager, instance, partition_key=key, run_config=override).success
+
+    publish("0", "p0.parquet")
+    publish("1", "p1.parquet")
+    whole = io_manager.read_stage("schemas", "a")
+    assert whole.schema.field("n").type == pa.float64()
+    table = whole.to_arrow()  # failed: the schema was unified permissively, the tables concatenated strictly
+    assert table.schema == whole.schema and table.column("n").to_pylist() == [1.0, 2.0, 2.5]
+    assert table.column("only_0").to_pylist() == ["a", "b", None]
+    assert whole.head(3).schema == whole.schema and len(whole.to_pandas()) == 3
+
+    publish("1", "p1_text.parquet")  # int64 and string do not combine: a clear error naming the stage, no raw one
+    with pytest.raises(StageStorageError, match=r"stage 'a': the schemas of partitions '0', '1' do not combine"):
+        io_manager.read_stage("schemas", "a")
