@@ -547,7 +547,11 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             )
         else:
             reconcile_if_idle(self, workflow, stage, upstream.asset_key, context.instance, context.log)
-            dataset = self.read_stage(workflow, stage, partitions_def=None)
+            try:  # None: the upstream is not partitioned, so its own output is read (never an old partitioning's)
+                upstream_partitions = context.asset_partitions_def
+            except dg.DagsterInvariantViolationError:
+                upstream_partitions = None
+            dataset = self.read_stage(workflow, stage, partitions_def=upstream_partitions)
         wanted = context.dagster_type.typing_type if context.dagster_type else None
         if wanted is pa.Table:
             return dataset.to_arrow()
