@@ -1,7 +1,7 @@
 """The ``dd-assets`` command: status, export and preview of the stages of a code location.
 
     dd-assets status   [-m MODULE | -f FILE]
-    dd-assets export   WORKFLOW/STAGE OUT.{jsonl,csv,parquet} [--partition KEY] [-m MODULE | -f FILE]
+    dd-assets export   WORKFLOW/STAGE OUT.{jsonl,csv,parquet} [--partition KEY] [--force] [-m MODULE | -f FILE]
     dd-assets preview  WORKFLOW/STAGE [-n 5] [-m MODULE | -f FILE]
     dd-assets estimate WORKFLOW[/STAGE] [-m MODULE | -f FILE]
 
@@ -14,8 +14,12 @@ project). Exit codes: 0 done, 1 the stage cannot be read or written (unpublished
 from __future__ import annotations
 
 import argparse
+import base64
+import csv
+import datetime
 import importlib
 import json
+import math
 import os
 import runpy
 import sys
@@ -155,16 +159,25 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 
 # --- export -----------------------------------------------------------------------------------
-def export(location: CodeLocation, ref: str, out: str, partition: str | None) -> int:
-    """Write a stage's published output to ``out`` (by suffix); returns the row count."""
+def export(location: CodeLocation, ref: str, out: str, partition: str | None, force: bool = False) -> int:
+    """Write a stage's published output to ``out`` (by suffix); returns the row count.
+
+    An existing ``out`` is replaced only with ``force``. Parquet keeps every value as stored; in ``.jsonl`` and
+    ``.csv`` binary values are base64, NaN and infinities are JSON ``null`` (``.csv``: ``NaN``, ``inf``, ``-inf``),
+    timestamps ISO 8601, and nested values (lists, structs, maps) JSON.
+    """
     workflow, stage = location.stage(ref)
     target = Path(out)
     if target.suffix not in EXPORT_SUFFIXES:
         raise CommandError(f"{out}: the file must end in {', '.join(EXPORT_SUFFIXES)}", code=2)
+    if not force and (target.exists() or target.is_symlink()):
+        raise CommandError(f"{out} already exists; pass --force to overwrite it")
     if partition is not None and stage.partitions_def is None:
         raise CommandError(f"{ref} is not partitioned; leave out --partition", code=2)
     try:
-        dataset = location.io_manager.read_stage(workflow.name, stage.name, partition)
+        dataset = location.io_manager.read_stage(
+            workflow.name, stage.name, partition, partitions_def=stage.partitions_def
+        )
     except StageStorageError as exc:
         raise CommandError(str(exc)) from None
     table = dataset.to_arrow()
@@ -176,17 +189,70 @@ def export(location: CodeLocation, ref: str, out: str, partition: str | None) ->
 
             pq.write_table(table, tmp)
         elif target.suffix == ".csv":
-            table.to_pandas().to_csv(tmp, index=False)
+            with open(tmp, "w", encoding="utf-8", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(table.column_names)
+                writer.writerows(_rows(table, _csv_cell))
         else:
             with open(tmp, "w", encoding="utf-8") as handle:
-                for row in table.to_pylist():
-                    handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                names = table.column_names
+                for row in _rows(table, _json_value):
+                    handle.write(json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False, allow_nan=False))
+                    handle.write("\n")
         tmp.replace(target)
     except OSError as exc:
         if tmp.parent.is_dir():
             tmp.unlink(missing_ok=True)
         raise CommandError(f"cannot write {out}: {exc.strerror or exc}") from None
     return table.num_rows
+
+
+def _rows(table: Any, cell: Any) -> Any:
+    """The rows of an Arrow table, each value through ``cell(value, arrow_type)``, a batch at a time."""
+    types = [field.type for field in table.schema]
+    for batch in table.to_batches(max_chunksize=10_000):
+        columns = [column.to_pylist() for column in batch.columns]
+        for row in zip(*columns, strict=True):
+            yield [cell(value, kind) for value, kind in zip(row, types, strict=True)]
+
+
+def _json_value(value: Any, kind: Any) -> Any:
+    """One value of Arrow type ``kind`` as valid JSON: binary base64, NaN and infinities null, times ISO 8601."""
+    import pyarrow as pa
+
+    if value is None:
+        return None
+    if pa.types.is_dictionary(kind):
+        return _json_value(value, kind.value_type)
+    if pa.types.is_floating(kind):
+        return value if math.isfinite(value) else None
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+        return base64.b64encode(value).decode("ascii")
+    if pa.types.is_map(kind):
+        if pa.types.is_string(kind.key_type) or pa.types.is_large_string(kind.key_type):
+            return {k: _json_value(v, kind.item_type) for k, v in value}
+        return [[_json_value(k, kind.key_type), _json_value(v, kind.item_type)] for k, v in value]
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return [_json_value(v, kind.value_type) for v in value]
+    if pa.types.is_struct(kind):
+        return {field.name: _json_value(value.get(field.name), field.type) for field in kind}
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, str | int | bool):
+        return value
+    return str(value)  # decimals, durations: their exact text
+
+
+def _csv_cell(value: Any, kind: Any) -> Any:
+    """One value as a CSV cell: null is empty, NaN and infinities ``NaN``/``inf``/``-inf``, nested values JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    value = _json_value(value, kind)
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    return value
 
 
 # --- preview ----------------------------------------------------------------------------------
@@ -203,7 +269,9 @@ def preview(location: CodeLocation, ref: str, num_records: int) -> Any:
         if not isinstance(dep, str):
             raise CommandError(f"{ref} reads the external asset {dep.to_user_string()!r}, which dd-assets cannot load")
         try:
-            upstreams[dep] = io_manager.read_stage(workflow.name, dep)
+            upstreams[dep] = io_manager.read_stage(
+                workflow.name, dep, partitions_def=workflow.stage(dep).partitions_def
+            )
         except StageStorageError as exc:
             raise CommandError(f"{ref}: its upstream cannot be read: {exc}") from None
     resource = location.defs.resources[RESOURCE_KEY]
@@ -234,6 +302,7 @@ def _parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("stage", metavar="WORKFLOW/STAGE")
     export_cmd.add_argument("out", metavar="OUT", help="a .jsonl, .csv or .parquet path")
     export_cmd.add_argument("--partition", default=None, help="one partition of a partitioned stage")
+    export_cmd.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     preview_cmd = commands.add_parser("preview", parents=[location], help="preview a stage on its real upstream")
     preview_cmd.add_argument("stage", metavar="WORKFLOW/STAGE")
     preview_cmd.add_argument("-n", "--num-records", type=int, default=5)
@@ -269,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             if not prices:
                 print("\n(no prices set: DataDesignerResource(prices=...) adds a cost range)")
         elif args.command == "export":
-            rows = export(location, args.stage, args.out, args.partition)
+            rows = export(location, args.stage, args.out, args.partition, force=args.force)
             print(f"wrote {rows} rows of {args.stage} to {args.out}")
         else:
             if args.num_records < 1:

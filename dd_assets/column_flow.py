@@ -196,7 +196,7 @@ def seed_file_columns(stage: Stage) -> list[str] | None:
             with open(first, encoding="utf-8") as handle:
                 return list(json.loads(handle.readline()))
         if first.suffix == ".csv":
-            with open(first, encoding="utf-8", newline="") as handle:
+            with open(first, encoding="utf-8-sig", newline="") as handle:  # quoted names may hold "," or newlines
                 return [name.strip() for name in next(csv.reader(handle), [])]
     except (OSError, ValueError, csv.Error):
         return None

@@ -35,8 +35,9 @@ def reconcile(
     """Make Dagster agree with storage after a run died while writing the stage.
 
     Call it holding the stage's ``lock``. First, when the lock shows that a run's processes died holding it
-    (on this machine), that run, still shown as started, is marked failed. Then, when the committed
-    ``stage.json`` was written by a run this instance knows that ended without success, and Dagster never
+    (on this machine), that run, still shown as started, is marked failed. A local ``data`` link left on an older
+    version than the commit (a run died between the two) is pointed at the committed version. Then, when the
+    committed ``stage.json`` was written by a run this instance knows that ended without success, and Dagster never
     recorded that version (the run died between the commit and Dagster's record of it), the version is recorded
     now: a runless materialization carrying the stored metadata. Returns a message when it did anything.
     ``partition`` names one partition of a partitioned stage.
@@ -48,6 +49,9 @@ def reconcile(
         instance.report_run_failed(dead_run, f"{where}: the run's process died while writing the stage")
         messages.append(f"marked run {dead_run.run_id} failed: its process died while writing the stage")
     record = io_manager.read_record(workflow, stage, partition)
+    repaired = io_manager.repair_data_link(workflow, stage, partition, record)
+    if repaired:
+        messages.append(repaired)
     run = instance.get_run_by_id(record["run_id"]) if record and record.get("run_id") else None
     if (
         run is not None

@@ -44,14 +44,17 @@ class StageDataset:
         return list(self.schema.names)
 
     def to_arrow(self) -> pa.Table:
-        """Read the whole output as one Arrow table."""
+        """Read the whole output as one Arrow table (of :attr:`schema`)."""
         tables = []
         for file in self.files:
             with file.open("rb") as handle:
                 tables.append(pq.read_table(handle))
-        if not tables:
-            return self.schema.empty_table()
-        return pa.concat_tables(tables, promote_options="default")
+        return self._as_schema(tables)
+
+    def _as_schema(self, tables: list[pa.Table]) -> pa.Table:
+        # The schema was unified permissively (int64 and double give double, a column missing from one file is
+        # null there): the tables are combined by the same rule, so whatever could be published can be read.
+        return pa.concat_tables([self.schema.empty_table(), *tables], promote_options="permissive")
 
     def head(self, rows: int = 5) -> pa.Table:
         """The first ``rows`` rows, reading only as many files as needed."""
@@ -63,9 +66,7 @@ class StageDataset:
                 table = pq.read_table(handle).slice(0, remaining)
             tables.append(table)
             remaining -= table.num_rows
-        if not tables:
-            return self.schema.empty_table()
-        return pa.concat_tables(tables, promote_options="default")
+        return self._as_schema(tables)
 
     def to_pandas(self) -> pd.DataFrame:
         """Read the whole output as a pandas DataFrame."""
@@ -107,5 +108,5 @@ class StageDataset:
                 meta = pq.ParquetFile(handle).metadata
                 num_rows += meta.num_rows
                 schemas.append(meta.schema.to_arrow_schema())
-        schema = pa.unify_schemas(schemas) if schemas else pa.schema([])
+        schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
         return cls(path=path, files=tuple(files), num_rows=num_rows, schema=schema, status=status, record=record or {})

@@ -7,6 +7,7 @@ Layout (public)::
     <base_dir>/<workflow>/<stage>/data -> versions/<version>  (local base_dir) the current version
     <base_dir>/<workflow>/<stage>/artifacts/                 Data Designer's artifact directory
     <base_dir>/<workflow>/<stage>/partitions/<key>/          a partitioned stage: the same layout per partition
+    <base_dir>/<workflow>/<stage>/partitioning.json          the partitioning whole-stage reads use (see read_stage)
 
 A stage runs in a local work directory (``<stage>/.staging/<key>`` for a local ``base_dir``). Publishing
 writes the new parquet files into a fresh ``versions/<version>/`` folder, checks that the run still holds
@@ -70,14 +71,50 @@ LOCK_FILE = ".lock"
 VERSION_METADATA_KEY = "dd_assets/version"
 LEGACY_PREVIOUS_DIR = ".previous"
 PARTITIONS_DIR = "partitions"
+PARTITIONING_RECORD = "partitioning.json"
+EMPTY_STATUSES = ("completed_empty", "skipped_empty_upstream")
+STORED = "stored"
+"""``read_stage(partitions_def=STORED)``: the stage's partitioning as storage records it (see read_stage)."""
 OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
 
 
+MAX_FOLDER_NAME = 255  # bytes: the longest file name local file systems accept
+
+
 def partition_dir_name(partition: str) -> str:
-    """The folder name of a partition key: the key itself when it is a plain name, else percent-encoded."""
-    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.=-]*", partition):
+    """The folder name of a partition key: the key itself when it is a plain name, else percent-encoded.
+
+    Distinct keys always get distinct names, and no name is ``.``, ``..``, hidden or contains ``/``: ``quote``
+    leaves ``.`` as is, so a leading dot is written ``%2E``; ``""`` is ``%00`` (NUL is not a valid key). A name
+    longer than a file system allows keeps its start and ends in ``%~`` and a hash of the key (``quote`` never
+    writes ``%~``, so it cannot meet another key's name).
+    """
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.=-]*", partition) and len(partition) <= MAX_FOLDER_NAME:
         return partition
-    return quote(partition, safe="") or "%00"
+    name = quote(partition, safe="") or "%00"
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if len(name) > MAX_FOLDER_NAME:
+        name = name[:200] + "%~" + hashlib.sha256(partition.encode()).hexdigest()[:32]
+    return name
+
+
+def partitioning_id(partitions_def: dg.PartitionsDefinition) -> str:
+    """What identifies a partitioning in storage: a static definition's keys, else its class and description
+    (a dynamic or time-window definition keeps its id as keys are added)."""
+    from dd_assets.versioning import partitions_fingerprint
+
+    return hashlib.sha256(json.dumps(partitions_fingerprint(partitions_def), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def definition_keys(partitions_def: dg.PartitionsDefinition) -> list[str] | None:
+    """The keys of a definition when they are known without a Dagster instance (not for dynamic partitions)."""
+    if isinstance(partitions_def, dg.DynamicPartitionsDefinition):
+        return None
+    try:
+        return list(partitions_def.get_partition_keys())
+    except Exception:  # noqa: BLE001 - e.g. a multi-partition definition with a dynamic dimension
+        return None
 
 
 def describe(workflow: str, stage: str, partition: str | None = None) -> str:
@@ -98,6 +135,7 @@ class StageOutput:
     record: dict[str, Any]
     lock: StageLock
     partition: str | None = None
+    partitions_def: dg.PartitionsDefinition | None = None
     artifacts_dir: Path | None = None
     extra_cleanup: list[Path] = field(default_factory=list)
 
@@ -293,8 +331,12 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
     def _parse_record(self, data: bytes, path: UPath, where: str) -> dict[str, Any]:
         try:
             record = json.loads(data.decode("utf-8"))  # UnicodeDecodeError is a ValueError
-            if not isinstance(record, dict) or not all(isinstance(f, str) for f in record["files"]):
+            files = record["files"] if isinstance(record, dict) else None
+            if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
                 raise ValueError("not a stage record")
+            if not record["files"] and record.get("status") not in EMPTY_STATUSES:
+                # every publish names at least one file (an empty output is an empty parquet file with its schema)
+                raise ValueError(f"it names no files for status {record.get('status')!r}")
         except (ValueError, KeyError, TypeError) as exc:
             raise StageRecordUnreadableError(
                 f"{where}: {path} is unreadable ({exc}); rematerialize the stage to repair it"
@@ -319,12 +361,66 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         partition_key: str | None = None,
         *,
         partition_keys: list[str] | None = None,
+        partitions_def: dg.PartitionsDefinition | None | str = STORED,
     ) -> StageDataset:
         """A handle on the published output of a stage.
 
-        For a partitioned stage, ``partition_key`` gives one partition; without it, every partition is read in
-        key order (``partition_keys``, when given, are the keys expected: a missing one is an error).
+        For a partitioned stage, ``partition_key`` gives one partition; without it, the partitions are read in key
+        order: ``partition_keys`` when given (a missing one is an error), else every published partition of the
+        current partitioning. Only partitions published under the current partitioning are ever read; one published
+        under an earlier partitioning (another key set, or the stage was unpartitioned) is stale and never mixed in.
+
+        ``partitions_def`` is the stage's current definition when the caller has it (``None``: unpartitioned, read
+        the stage itself; a definition: read its partitions, all of its keys when they are known without an
+        instance). By default (``STORED``) storage says: the partitioning the stage was last published under.
         """
+        where = describe(workflow, stage)
+        if partitions_def is None:
+            if partition_key is not None or partition_keys is not None:
+                raise StageStorageError(f"{where}: the stage is not partitioned; read it without partition keys")
+            return self._read_one(workflow, stage, None)
+        if partitions_def is STORED:
+            current = self.stored_partitioning(workflow, stage)
+            if current is None:  # published before storage recorded its partitioning
+                return self._read_legacy(workflow, stage, partition_key, partition_keys)
+            wanted = current.get("partitioning")
+            if wanted is None:
+                if partition_key is not None or partition_keys is not None:
+                    raise StageStorageError(
+                        f"{where}: the stage was last published unpartitioned; its partitions are from an earlier "
+                        "partitioning and are not read"
+                    )
+                return self._read_one(workflow, stage, None)
+            known = current.get("keys")
+        else:
+            wanted, known = partitioning_id(partitions_def), definition_keys(partitions_def)
+            partition_keys = partition_keys if partition_keys is not None or partition_key is not None else known
+        if partition_key is not None:
+            record = self.read_record(workflow, stage, partition_key)
+            if record is not None and not _of_partitioning(record, wanted, known):
+                raise StageStorageError(
+                    f"{describe(workflow, stage, partition_key)}: published under an earlier partitioning of the "
+                    "stage, so it is stale; rematerialize the partition"
+                )
+            return self._read_one(workflow, stage, partition_key, record)
+        if partition_keys is not None:
+            records = {key: self.read_record(workflow, stage, key) for key in partition_keys}
+            stale = [key for key, r in records.items() if r is not None and not _of_partitioning(r, wanted, known)]
+            if stale:
+                raise StageStorageError(
+                    f"{where}: partition(s) {', '.join(map(repr, stale))} were published under an earlier "
+                    "partitioning of the stage, so they are stale; rematerialize them (or backfill the stage) "
+                    "before reading the whole stage"
+                )
+        else:
+            stored = self._stored_partition_records(workflow, stage)
+            records = {key: r for key, r in stored.items() if _of_partitioning(r, wanted, known)}
+        return self._combine(workflow, stage, records)
+
+    def _read_legacy(
+        self, workflow: str, stage: str, partition_key: str | None, partition_keys: list[str] | None
+    ) -> StageDataset:
+        """A stage whose storage does not record its partitioning: the stage itself, else what partitions are there."""
         if partition_key is not None:
             return self._read_one(workflow, stage, partition_key)
         if partition_keys is None and (self.stage_dir(workflow, stage) / STAGE_RECORD).exists():
@@ -333,6 +429,10 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             records = {key: self.read_record(workflow, stage, key) for key in partition_keys}
         else:
             records = self._stored_partition_records(workflow, stage)
+        return self._combine(workflow, stage, records)
+
+    def _combine(self, workflow: str, stage: str, records: dict[str, dict[str, Any] | None]) -> StageDataset:
+        """The partitions of ``records`` (key -> record, ``None`` when unpublished) as one dataset."""
         if not records:
             raise StageStorageError(
                 f"{describe(workflow, stage)}: no published output at {self.stage_dir(workflow, stage)}; "
@@ -345,7 +445,33 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 "not materialized; materialize them (or backfill the stage) before reading the whole stage"
             )
         parts = [self._read_one(workflow, stage, key, record) for key, record in records.items()]
-        return StageDataset.combine(parts, self.stage_dir(workflow, stage))
+        try:
+            return StageDataset.combine(parts, self.stage_dir(workflow, stage))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise StageStorageError(
+                f"{describe(workflow, stage)}: the schemas of partitions {', '.join(map(repr, records))} do not "
+                f"combine ({exc}); rematerialize the partitions whose columns changed type"
+            ) from None
+
+    def stored_partitioning(self, workflow: str, stage: str) -> dict[str, Any] | None:
+        """The stage's ``partitioning.json``: the partitioning it was last published under (``partitioning``: an id,
+        ``None`` when unpublished partitioned; ``keys`` when known), or ``None`` when storage predates it."""
+        path = self.stage_dir(workflow, stage) / PARTITIONING_RECORD
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StageStorageError(f"{describe(workflow, stage)}: cannot read {path}: {exc}") from None
+        try:
+            current = json.loads(data.decode("utf-8"))
+            if not isinstance(current, dict) or not isinstance(current.get("partitioning"), str | None):
+                raise ValueError("not a partitioning record")
+        except ValueError as exc:
+            raise StageRecordUnreadableError(
+                f"{describe(workflow, stage)}: {path} is unreadable ({exc}); rematerialize the stage to repair it"
+            ) from None
+        return current
 
     def stored_partitions(self, workflow: str, stage: str) -> list[str]:
         """The keys of a partitioned stage's published partitions, in key order (as stored in their records)."""
@@ -381,12 +507,15 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             raise StageStorageError(
                 f"{where}: published files are missing ({', '.join(missing)}); rematerialize the stage"
             )
-        return StageDataset.from_files(
-            self.version_dir(workflow, stage, record, partition),
-            files,
-            status=record.get("status", "completed"),
-            record=record,
-        )
+        try:
+            return StageDataset.from_files(
+                self.version_dir(workflow, stage, record, partition),
+                files,
+                status=record.get("status", "completed"),
+                record=record,
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise StageStorageError(f"{where}: the published files' schemas do not combine ({exc})") from None
 
     def version_dir(self, workflow: str, stage: str, record: dict[str, Any], partition: str | None = None) -> UPath:
         """The folder holding exactly the files of ``record`` (what ``dagster/uri`` points at)."""
@@ -415,10 +544,20 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             keys = [key for key in every if key in wanted] + sorted(wanted - set(every))
             for key in keys:
                 reconcile_if_idle(self, workflow, stage, upstream.asset_key, context.instance, context.log, key)
-            dataset = self.read_stage(workflow, stage, keys[0] if len(keys) == 1 else None, partition_keys=keys)
+            dataset = self.read_stage(
+                workflow,
+                stage,
+                keys[0] if len(keys) == 1 else None,
+                partition_keys=keys,
+                partitions_def=context.asset_partitions_def,
+            )
         else:
             reconcile_if_idle(self, workflow, stage, upstream.asset_key, context.instance, context.log)
-            dataset = self.read_stage(workflow, stage)
+            try:  # None: the upstream is not partitioned, so its own output is read (never an old partitioning's)
+                upstream_partitions = context.asset_partitions_def
+            except dg.DagsterInvariantViolationError:
+                upstream_partitions = None
+            dataset = self.read_stage(workflow, stage, partitions_def=upstream_partitions)
         wanted = context.dagster_type.typing_type if context.dagster_type else None
         if wanted is pa.Table:
             return dataset.to_arrow()
@@ -457,6 +596,9 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 "previous": _summary(previous),
                 "superseded": sorted(superseded),
             }
+            if partition is not None and output.partitions_def is not None:
+                record["partitioning"] = partitioning_id(output.partitions_def)
+            self._record_partitioning(workflow, stage, output)
             self._write_record(stage_dir, record, replaces=seen)
         except Exception as exc:  # noqa: BLE001 - whatever the store raised, take back what this attempt wrote
             self._remove_tree(stage_dir / version_folder)
@@ -470,6 +612,28 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         # and frees space; a failure here is logged, never raised: the new output is already published.
         self._after_commit(workflow, stage, output, record)
         return record
+
+    def _record_partitioning(self, workflow: str, stage: str, output: StageOutput) -> None:
+        """Before a commit: make ``partitioning.json`` name the partitioning it is made under, so whole-stage
+        reads switch to it (and never mix in partitions, or the unpartitioned output, of an earlier one)."""
+        if output.partition is not None and output.partitions_def is None:
+            return  # a partition published without its definition: storage cannot say more
+        try:
+            current = self.stored_partitioning(workflow, stage)
+        except StageRecordUnreadableError:
+            current = {"partitioning": "unreadable"}
+        if output.partitions_def is None:
+            if current is None or current.get("partitioning") is None:
+                return  # an unpartitioned stage that never was partitioned here: nothing to record
+            wanted = {"partitioning": None}
+        else:
+            wanted = {
+                "partitioning": partitioning_id(output.partitions_def),
+                "keys": definition_keys(output.partitions_def),
+                "definition": str(output.partitions_def),
+            }
+        if current != wanted:
+            self._write_json(self.stage_dir(workflow, stage), PARTITIONING_RECORD, wanted)
 
     def _after_commit(self, workflow: str, stage: str, output: StageOutput, record: dict[str, Any]) -> None:
         stage_dir = self.stage_dir(workflow, stage, output.partition)
@@ -501,6 +665,27 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         tmp = stage_path / f".{DATA_DIR}-{uuid.uuid4().hex}"
         os.symlink(f"{VERSIONS_DIR}/{version}", tmp)
         os.replace(tmp, data)
+
+    def repair_data_link(
+        self, workflow: str, stage: str, partition: str | None = None, record: dict[str, Any] | None = None
+    ) -> str | None:
+        """Point ``data`` at the committed version when a run died between its commit and the link switch
+        (local base_dir; call it holding the stage's lock). Returns a message when it changed the link."""
+        if not self.is_local:
+            return None
+        record = record if record is not None else self.read_record(workflow, stage, partition)
+        version = (record or {}).get("version")
+        stage_dir = self.stage_dir(workflow, stage, partition)
+        if not isinstance(version, str) or not (Path(stage_dir.path) / VERSIONS_DIR / version).is_dir():
+            return None  # nothing committed here, or a record from before versions/: nothing to point at
+        before = self._data_link_target(stage_dir)
+        if before == version:
+            return None
+        self._point_data_link(stage_dir, version)
+        return (
+            f"{describe(workflow, stage, partition)}: data/ pointed at {before or 'nothing'} while stage.json names "
+            f"version {version} (a run died between its commit and the link switch); pointed it at {version}"
+        )
 
     def _data_link_target(self, stage_dir: UPath) -> str | None:
         """The version folder ``data`` points at (local base_dir), or ``None``."""
@@ -602,10 +787,18 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
     def _write_record(self, stage_dir: UPath, record: dict[str, Any], replaces: str | None = None) -> None:
         """Write ``stage.json`` (the commit). On S3 only if the record there is still the one read with ETag
         ``replaces`` (``None``: only if there is none), else :class:`CommitConflictError`."""
+        self._write_json(stage_dir, STAGE_RECORD, record, fenced=True, replaces=replaces)
+
+    def _write_json(
+        self, stage_dir: UPath, name: str, record: dict[str, Any], *, fenced: bool = False, replaces: str | None = None
+    ) -> None:
+        """Replace ``stage_dir/name`` in one step (a durable rename locally, one PUT on an object store; with
+        ``fenced`` on S3, a conditional PUT, see :meth:`_write_record`)."""
         text = json.dumps(record, indent=2, sort_keys=True, default=str)
-        target = stage_dir / STAGE_RECORD
+        target = stage_dir / name
         if self.is_local:
-            tmp = Path(target.path).with_name(f".{STAGE_RECORD}.{uuid.uuid4().hex}.tmp")
+            Path(stage_dir.path).mkdir(parents=True, exist_ok=True)
+            tmp = Path(target.path).with_name(f".{name}.{uuid.uuid4().hex}.tmp")
             try:
                 with open(tmp, "w", encoding="utf-8") as handle:
                     handle.write(text)
@@ -619,7 +812,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        elif self._fenced:
+        elif fenced and self._fenced:
             from dd_assets.object_store_lock import CommitConflictError, put_if
 
             try:
@@ -701,3 +894,11 @@ def _is_within(path: Path, parent: Path) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _of_partitioning(record: dict[str, Any], wanted: str | None, keys: list[str] | None) -> bool:
+    """Whether a partition's record belongs to the partitioning ``wanted``. A record written before records named
+    their partitioning counts when its key is one of ``keys`` (or they are unknown): it cannot be told apart."""
+    if "partitioning" in record:
+        return record["partitioning"] == wanted
+    return keys is None or record.get("partition") in keys

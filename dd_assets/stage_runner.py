@@ -394,6 +394,7 @@ class StageRun:
             record=record,
             lock=lock,
             partition=self.partition,
+            partitions_def=self.stage.partitions_def,
             artifacts_dir=artifacts_dir,
             extra_cleanup=[inputs_dir],
         )

@@ -122,3 +122,17 @@ def test_validation_and_the_planned_schema_follow_one_column_flow_for_a_config_p
         workflow("{{ n }}")  # `n` is not in the processor output the stage hands on
     assert "stage 'reader', field 'config'" in str(info.value)
     assert "column 'copy' reads 'n'" in str(info.value) and "available: copy, pair" in str(info.value)
+
+
+def test_a_csv_seed_header_with_quoted_names_is_read_as_csv(tmp_path, io_manager, instance):
+    from dd_assets.column_flow import seed_file_columns as seed_file_columns_ordered
+
+    seed = tmp_path / "notes.csv"
+    seed.write_text('"id","note, long"\n1,"a, b"\n2,c\n', encoding="utf-8")
+    builder = dd.DataDesignerConfigBuilder()
+    builder.with_seed_dataset(dd.LocalFileSeedSource(path=str(seed)))
+    builder.add_column(dd.ExpressionColumnConfig(name="label", expr="{{ id }}!"))
+    workflow = Workflow(name="csvseed", stages=[Stage(name="a", config=builder)])  # validated: `id` is in the seed
+    assert seed_file_columns_ordered(workflow.stage("a")) == ["id", "note, long"]
+    assert materialize(workflow, io_manager, instance).success
+    assert io_manager.read_stage("csvseed", "a").columns == ["id", "note, long", "label"]

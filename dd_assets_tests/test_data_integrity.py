@@ -6,6 +6,7 @@ Each test reproduces a way a stage used to mix inputs, leave mixed or orphaned f
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -465,3 +466,28 @@ def test_a_seed_directory_is_fingerprinted_by_its_files():
         assert fingerprint(root) == before
         (root / "nested" / "a.txt").write_text("two")
         assert fingerprint(root) != before
+
+
+def test_a_kill_between_the_commit_and_the_data_link_switch_is_repaired_when_next_read_or_run(tmp_path):
+    stage_dir = tmp_path / "data" / "crash" / "a"
+    assert _crash(tmp_path, "none").returncode == 0
+    previous = json.loads((stage_dir / "stage.json").read_text())["version"]
+    assert _crash(tmp_path, "after_commit").returncode == -signal.SIGKILL
+    committed = json.loads((stage_dir / "stage.json").read_text())["version"]
+    assert Path(os.readlink(stage_dir / "data")).name == previous != committed  # the state the kill leaves
+
+    assert _crash(tmp_path, "none", select="b").returncode == 0  # a reader of the stage repairs the link
+    assert Path(os.readlink(stage_dir / "data")).name == committed
+    assert sorted(p.name for p in (stage_dir / "data").iterdir()) == sorted(
+        Path(f).name for f in json.loads((stage_dir / "stage.json").read_text())["files"]
+    )
+
+    # the same state again, repaired by the next run of the stage itself before it publishes
+    (stage_dir / ".data-tmp").symlink_to(f"versions/{previous}")
+    os.replace(stage_dir / ".data-tmp", stage_dir / "data")
+    io_manager = StageParquetIOManager(base_dir=str(tmp_path / "data"))
+    with _instance(tmp_path) as instance:
+        lock = io_manager.stage_lock("crash", "a", run_id="check")
+        with lock:
+            message = io_manager.reconcile("crash", "a", dg.AssetKey(["crash", "a"]), instance, lock)
+    assert f"pointed it at {committed}" in message and Path(os.readlink(stage_dir / "data")).name == committed

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from dd_assets_tests.conftest import cli_environment
 
@@ -180,3 +181,104 @@ def test_status_uses_the_code_locations_own_specs_and_workflows(tmp_path):
     (tmp_path / "project.py").write_text(TRANSLATED_PROJECT.replace("RECORDS", "6"))
     people = next(line for line in _run(tmp_path, "status").stdout.splitlines() if line.startswith("shop/people "))
     assert "STALE" in people
+
+
+# --- export, in process: the files it writes ----------------------------------------------------
+def _odd_values(path: Path) -> None:
+    import datetime
+
+    import pyarrow as pa
+
+    table = pa.table(
+        {
+            "raw": pa.array([b"\x00\xffhi", None, b"", b"ok"], pa.binary()),
+            "score": pa.array([1.5, float("nan"), float("inf"), float("-inf")]),
+            "tags": pa.array([[1, 2], [], None, [3]], pa.list_(pa.int64())),
+            "point": pa.array([{"x": 1, "y": "a,b"}, None, {"x": 2, "y": 'q"uote'}, {"x": 3, "y": ""}]),
+            "attrs": pa.array([[("k", 1)], [], None, [("a", 2), ("b", 3)]], pa.map_(pa.string(), pa.int64())),
+            "at": pa.array([datetime.datetime(2026, 1, 2, 3, 4, 5)] * 4, pa.timestamp("us")),
+            "flag": pa.array([True, False, None, True]),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def _exported(tmp_path, io_manager, instance, monkeypatch):
+    from dd_assets import Stage, Workflow, build_workflow_definitions, cli
+    from dd_assets_tests.helpers import materialize, sampler_builder
+
+    _odd_values(tmp_path / "odd.parquet")
+    workflow = Workflow(name="odd", stages=[Stage(name="a", config=sampler_builder(), num_records=4)])
+    override = {"ops": {"odd__a": {"config": {"output_override": str(tmp_path / "odd.parquet")}}}}
+    assert materialize(workflow, io_manager, instance, run_config=override).success
+    location = cli.CodeLocation(
+        defs=build_workflow_definitions(workflow, io_manager=io_manager), workflows={"odd": workflow}
+    )
+    monkeypatch.setattr(cli, "load_code_location", lambda module, file: location)
+    return cli
+
+
+def test_export_refuses_to_overwrite_a_file_without_force(tmp_path, io_manager, instance, monkeypatch, capsys):
+    cli = _exported(tmp_path, io_manager, instance, monkeypatch)
+    out = tmp_path / "out.jsonl"
+    out.write_text("precious\n")
+    assert cli.main(["export", "odd/a", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{out} already exists; pass --force to overwrite it" in err and "Traceback" not in err
+    assert out.read_text() == "precious\n"
+    assert cli.main(["export", "odd/a", str(out), "--force"]) == 0
+    assert len(out.read_text().splitlines()) == 4
+
+
+def test_jsonl_and_csv_exports_write_every_value_faithfully(tmp_path, io_manager, instance, monkeypatch):
+    import base64
+    import csv
+
+    cli = _exported(tmp_path, io_manager, instance, monkeypatch)
+    assert cli.main(["export", "odd/a", str(tmp_path / "o.jsonl")]) == 0
+    assert cli.main(["export", "odd/a", str(tmp_path / "o.csv")]) == 0
+
+    def strict(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    rows = [json.loads(line, parse_constant=strict) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [base64.b64decode(r["raw"]) if r["raw"] is not None else None for r in rows] == [
+        b"\x00\xffhi",
+        None,
+        b"",
+        b"ok",
+    ]
+    assert [r["score"] for r in rows] == [1.5, None, None, None]  # NaN and infinities are null: valid JSON
+    assert [r["tags"] for r in rows] == [[1, 2], [], None, [3]]
+    assert rows[0]["point"] == {"x": 1, "y": "a,b"} and rows[1]["point"] is None
+    assert [r["attrs"] for r in rows] == [{"k": 1}, {}, None, {"a": 2, "b": 3}]
+    assert rows[0]["at"] == "2026-01-02T03:04:05" and [r["flag"] for r in rows] == [True, False, None, True]
+
+    with open(tmp_path / "o.csv", newline="", encoding="utf-8") as handle:
+        header, *cells = list(csv.reader(handle))
+    table = [dict(zip(header, row, strict=True)) for row in cells]
+    assert [base64.b64decode(r["raw"]) for r in table] == [b"\x00\xffhi", b"", b"", b"ok"]  # null: an empty cell
+    assert [r["score"] for r in table] == ["1.5", "NaN", "inf", "-inf"]
+    assert [json.loads(r["tags"]) if r["tags"] else None for r in table] == [[1, 2], [], None, [3]]
+    assert json.loads(table[2]["point"]) == {"x": 2, "y": 'q"uote'} and json.loads(table[3]["attrs"]) == {
+        "a": 2,
+        "b": 3,
+    }
+    assert table[0]["at"] == "2026-01-02T03:04:05"
+    assert pd.read_csv(tmp_path / "o.csv")["score"].tolist()[0] == 1.5
+
+
+def test_a_record_naming_no_files_is_unreadable_not_an_empty_output(
+    tmp_path, io_manager, instance, monkeypatch, capsys
+):
+    from dd_assets.io_manager import StageRecordUnreadableError
+
+    cli = _exported(tmp_path, io_manager, instance, monkeypatch)
+    record_path = Path(io_manager.base_dir) / "odd/a/stage.json"
+    record = json.loads(record_path.read_text())
+    for files in ([], "versions/x/part-00000.parquet"):
+        record_path.write_text(json.dumps({**record, "files": files}))
+        with pytest.raises(StageRecordUnreadableError, match="unreadable"):
+            io_manager.read_stage("odd", "a")
+        assert cli.main(["export", "odd/a", str(tmp_path / "none.jsonl")]) == 1
+        assert "unreadable" in capsys.readouterr().err and not (tmp_path / "none.jsonl").exists()

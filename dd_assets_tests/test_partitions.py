@@ -297,3 +297,128 @@ def test_adding_a_dynamic_partition_key_never_publishes_a_row_in_two_partitions(
     assert materialize(workflow, io_manager, instance, selection=["dyn/all"]).success
     rows = io_manager.read_stage("dyn", "all").to_pandas()
     assert len(rows) == 12 and rows["x"].is_unique
+
+
+def test_partition_keys_never_escape_their_folder_and_every_key_gets_its_own(io_manager, instance):
+    keys = ["x", "..", "."]
+    dots = dg.StaticPartitionsDefinition(keys)
+    workflow = Workflow(name="dots", stages=[Stage(name="a", config=_with_id(), num_records=9, partitions=dots)])
+    _materialize_partitions(workflow, io_manager, instance, ["dots/a"], keys=keys)
+    stage_dir = Path(io_manager.base_dir) / "dots/a"
+    assert not (stage_dir / "stage.json").exists() and not (stage_dir / "partitions/stage.json").exists()
+    assert sorted(p.name for p in (stage_dir / "partitions").iterdir()) == ["%2E", "%2E.", "x"]
+    assert io_manager.stored_partitions("dots", "a") == [".", "..", "x"]
+    assert [io_manager.read_stage("dots", "a", k).num_rows for k in keys] == [3, 3, 3]
+    assert io_manager.read_stage("dots", "a").num_rows == 9
+
+    from dd_assets.io_manager import partition_dir_name
+
+    tricky = ["", ".", "..", ".hidden", "a/b", "a%2Fb", "%", "%2E", "~", "-x", "x" * 255, "x" * 256, "é" * 200]
+    names = [partition_dir_name(k) for k in tricky]
+    assert len(set(names)) == len(tricky)  # injective
+    assert all(n not in ("", ".", "..") and "/" not in n and not n.startswith(".") for n in names)
+    assert all(len(n.encode()) <= 255 for n in names)
+    assert [partition_dir_name(k) for k in ["eu", "2026-11-23", "a.b", "k=v", "x" * 255]] == [
+        "eu",
+        "2026-11-23",
+        "a.b",
+        "k=v",
+        "x" * 255,
+    ]  # plain names keep the folder name they always had
+
+
+def _repartitioned(partitions):
+    return Workflow(
+        name="rp",
+        stages=[
+            Stage(name="a", config=_with_id(), num_records=12, partitions=partitions),
+            Stage(name="c", config=expression_builder("y", "{{ id }}?"), depends_on=["a"]),
+        ],
+    )
+
+
+def _export(tmp_path, io_manager, partitions, ref="rp/a", *extra):
+    """``dd-assets export`` (in process) of a project defining ``_repartitioned(partitions)``; returns rows or exit."""
+    from dd_assets import cli
+
+    project = tmp_path / f"project_{partitions}.py"
+    project.write_text(
+        "from dd_assets import StageParquetIOManager, build_workflow_definitions\n"
+        "from dd_assets_tests.test_partitions import _repartitioned\n"
+        f"defs = build_workflow_definitions(_repartitioned({partitions!r}), "
+        f"io_manager=StageParquetIOManager(base_dir={io_manager.base_dir!r}))\n"
+    )
+    out = tmp_path / f"export-{partitions}-{len(list(tmp_path.glob('export-*')))}.parquet"
+    code = cli.main(["export", ref, str(out), "-f", str(project), *extra])
+    return pq.read_table(out).num_rows if code == 0 else code
+
+
+def test_whole_stage_reads_see_only_the_partitions_of_the_current_definition(io_manager, instance, tmp_path, capsys):
+    _materialize_partitions(_repartitioned(4), io_manager, instance, ["rp/a"], keys=["0", "1", "2", "3"])
+    assert io_manager.read_stage("rp", "a").num_rows == 12
+    two = _repartitioned(2)
+    _materialize_partitions(two, io_manager, instance, ["rp/a"], keys=["0"])
+    # partition 1 was published under 4 partitions (a quarter, not a half): stale, like the old partitions 2 and 3
+    assert io_manager.read_stage("rp", "a").num_rows == 6
+    with pytest.raises(StageStorageError, match="earlier partitioning"):
+        io_manager.read_stage("rp", "a", "1")
+    assert _export(tmp_path, io_manager, 2) == 1
+    assert "partition(s) '1' were published under an earlier partitioning" in capsys.readouterr().err
+    result = materialize(two, io_manager, instance, selection=["rp/c"], raise_on_error=False)
+    assert not result.success and "earlier partitioning" in result.failure_data_for_node("rp__c").error.to_string()
+
+    _materialize_partitions(two, io_manager, instance, ["rp/a"], keys=["1"])
+    halves = [io_manager.read_stage("rp", "a", k).to_pandas() for k in ["0", "1"]]
+    assert io_manager.read_stage("rp", "a").num_rows == 12 and _export(tmp_path, io_manager, 2) == 12
+    assert materialize(two, io_manager, instance, selection=["rp/c"]).success
+    assert list(io_manager.read_stage("rp", "c").to_pandas()["id"]) == list(pd.concat(halves)["id"])
+    assert (Path(io_manager.base_dir) / "rp/a/partitions/3/stage.json").exists()  # nothing published is deleted
+
+
+def test_a_stage_that_changes_between_unpartitioned_and_partitioned_never_serves_the_other_layout(
+    io_manager, instance, tmp_path
+):
+    from dd_assets import cli
+
+    assert materialize(_repartitioned(None), io_manager, instance, selection=["rp/a"]).success
+    unpartitioned = set(io_manager.read_stage("rp", "a").to_pandas()["id"])
+    two = _repartitioned(2)
+    _materialize_partitions(two, io_manager, instance, ["rp/a"], keys=["0"])
+    first = io_manager.read_stage("rp", "a")
+    assert first.num_rows == 6 and not set(first.to_pandas()["id"]) & unpartitioned
+    assert _export(tmp_path, io_manager, 2) == 1  # partition 1 is not materialized under this definition
+    _materialize_partitions(two, io_manager, instance, ["rp/a"], keys=["1"])
+    partitioned = set(io_manager.read_stage("rp", "a").to_pandas()["id"])
+    assert len(partitioned) == 12 and not partitioned & unpartitioned and _export(tmp_path, io_manager, 2) == 12
+    location = cli.load_code_location(None, str(tmp_path / "project_2.py"))
+    assert set(cli.preview(location, "rp/c", 12)["id"]) <= partitioned
+
+    assert materialize(_repartitioned(None), io_manager, instance, selection=["rp/a"]).success  # and back again
+    again = set(io_manager.read_stage("rp", "a").to_pandas()["id"])
+    assert len(again) == 12 and not again & partitioned and _export(tmp_path, io_manager, None) == 12
+    with pytest.raises(StageStorageError, match="last published unpartitioned"):
+        io_manager.read_stage("rp", "a", "0")
+
+
+def test_partitions_whose_schemas_differ_read_as_they_were_unified(io_manager, instance, tmp_path):
+    pq.write_table(pa.table({"n": pa.array([1, 2], pa.int64()), "only_0": ["a", "b"]}), tmp_path / "p0.parquet")
+    pq.write_table(pa.table({"n": pa.array([2.5], pa.float64())}), tmp_path / "p1.parquet")
+    pq.write_table(pa.table({"n": ["text"]}), tmp_path / "p1_text.parquet")
+    workflow = Workflow(name="schemas", stages=[Stage(name="a", config=sampler_builder(), num_records=4, partitions=2)])
+
+    def publish(key, file):
+        override = {"ops": {"schemas__a": {"config": {"output_override": str(tmp_path / file)}}}}
+        assert materialize(workflow, io_manager, instance, partition_key=key, run_config=override).success
+
+    publish("0", "p0.parquet")
+    publish("1", "p1.parquet")
+    whole = io_manager.read_stage("schemas", "a")
+    assert whole.schema.field("n").type == pa.float64()
+    table = whole.to_arrow()  # failed: the schema was unified permissively, the tables concatenated strictly
+    assert table.schema == whole.schema and table.column("n").to_pylist() == [1.0, 2.0, 2.5]
+    assert table.column("only_0").to_pylist() == ["a", "b", None]
+    assert whole.head(3).schema == whole.schema and len(whole.to_pandas()) == 3
+
+    publish("1", "p1_text.parquet")  # int64 and string do not combine: a clear error naming the stage, no raw one
+    with pytest.raises(StageStorageError, match=r"stage 'a': the schemas of partitions '0', '1' do not combine"):
+        io_manager.read_stage("schemas", "a")
