@@ -128,7 +128,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     base_dir: str = "data"
-    storage_options: dict[str, Any] = Field(default_factory=dict)
+    storage_options: dict[str, Any | None] = Field(default_factory=dict)  # null members allowed (see the resource)
     storage_secrets: dict[str, str] = Field(default_factory=dict)
     local_work_dir: str | None = None
     lock_timeout_s: float = 0.0
@@ -145,7 +145,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
 
     @field_validator("storage_options")
     @classmethod
-    def _no_literal_credentials(cls, options: dict[str, Any]) -> dict[str, Any]:
+    def _no_literal_credentials(cls, options: dict[str, Any | None]) -> dict[str, Any | None]:
         nested = nested_env_vars(options)
         if nested:
             raise ValueError(

@@ -388,8 +388,10 @@ class DataDesignerResource(dg.ConfigurableResource):
     # Validation errors never echo the input: it may hold a provider's key.
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    model_providers: list[dict[str, Any]] | None = None
-    run_config: dict[str, Any] = Field(default_factory=dict)
+    # Free-form mappings take ``Any | None`` values: Dagster's config schema turns ``dict[str, Any]`` into a map whose
+    # members may not be null, and a keyless provider (``"api_key": None``) then fails every load with a CheckError.
+    model_providers: list[dict[str, Any | None]] | None = None
+    run_config: dict[str, Any | None] = Field(default_factory=dict)
     token_statistics: bool = False
     setup_hint: str | None = None
     progress_every_s: float = 5.0
@@ -415,7 +417,9 @@ class DataDesignerResource(dg.ConfigurableResource):
 
     @field_validator("model_providers")
     @classmethod
-    def _check_model_providers(cls, providers: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    def _check_model_providers(
+        cls, providers: list[dict[str, Any | None]] | None
+    ) -> list[dict[str, Any | None]] | None:
         for index, provider in enumerate(providers or []):
             check_provider(index, provider)
         return providers
