@@ -170,6 +170,23 @@ def _pydantic_error(exc: ValidationError, data: dict, file: str, model: type[Bas
     return WorkflowDefinitionError(message, workflow=workflow, stage=stage, field=field, file=file)
 
 
+def _selection_strategy(selection: IndexRangeModel | PartitionBlockModel | None) -> IndexRange | PartitionBlock | None:
+    """The Data Designer object of a YAML ``selection_strategy`` (its own checks: ``start <= end``, ...)."""
+    if isinstance(selection, IndexRangeModel):
+        return IndexRange(start=selection.start, end=selection.end)
+    if isinstance(selection, PartitionBlockModel):
+        return PartitionBlock(index=selection.index, num_partitions=selection.num_partitions)
+    return selection
+
+
+def _model_error(exc: ValidationError, given: BaseModel | None) -> str:
+    """A Data Designer model's refusal as one line, with the values given (``got start 4, end 1``)."""
+    reason = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+    if given is None:
+        return reason
+    return f"{reason} (got {', '.join(f'{k} {v!r}' for k, v in given.model_dump().items())})"
+
+
 def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") -> Workflow:
     """Build a :class:`Workflow` from the parsed YAML mapping; paths resolve against ``base_dir``."""
     if not isinstance(data, dict):
@@ -216,11 +233,10 @@ def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") 
                 on_success = _import_path(stage.on_success, label="on_success")
             except ValueError as exc:
                 raise fail(str(exc), "on_success") from exc
-        selection = stage.selection_strategy
-        if isinstance(selection, IndexRangeModel):
-            selection = IndexRange(start=selection.start, end=selection.end)
-        elif isinstance(selection, PartitionBlockModel):
-            selection = PartitionBlock(index=selection.index, num_partitions=selection.num_partitions)
+        try:
+            selection = _selection_strategy(stage.selection_strategy)
+        except ValidationError as exc:
+            raise fail(_model_error(exc, stage.selection_strategy), "selection_strategy") from None
         stages.append(
             Stage(
                 name=stage.name,
