@@ -44,6 +44,7 @@ from pydantic import ConfigDict, Field, field_validator
 from upath import UPath
 
 from dd_assets.dataset import StageDataset
+from dd_assets.known_fields import refuse_unknown_fields
 from dd_assets.secrets import (
     LiteralSecretError,
     credential_paths,
@@ -136,12 +137,19 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
     checkpoint_every_s: float = 2.0
 
     def __init__(self, **data: Any) -> None:
+        refuse_unknown_fields(type(self), data)
         options = dict(data.get("storage_options") or {})
         moved = {key: env_var_name(value) for key, value in options.items() if isinstance(value, dg.EnvVar)}
         if moved:  # dg.EnvVar("NAME") becomes a storage secret: the name stays in config, never the value
             data["storage_options"] = {k: v for k, v in options.items() if k not in moved}
             data["storage_secrets"] = {**(data.get("storage_secrets") or {}), **moved}
         super().__init__(**data)
+
+    @classmethod
+    def configure_at_launch(cls, **kwargs: Any) -> Any:
+        """As Dagster's, refusing unknown fields now rather than when a run starts."""
+        refuse_unknown_fields(cls, kwargs)
+        return super().configure_at_launch(**kwargs)
 
     @field_validator("storage_options")
     @classmethod

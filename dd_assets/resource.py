@@ -39,6 +39,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from dd_assets.known_fields import refuse_unknown_fields
 from dd_assets.secrets import (
     LiteralSecretError,
     env_values,
@@ -399,6 +400,7 @@ class DataDesignerResource(dg.ConfigurableResource):
     stall_timeout_s: float = Field(default=DEFAULT_STALL_TIMEOUT_S, gt=0)
 
     def __init__(self, **data: Any) -> None:
+        refuse_unknown_fields(type(self), data)
         providers = data.get("model_providers")
         if isinstance(providers, list):
             # dg.EnvVar("NAME") becomes the name, so Dagster never resolves the key into the resource's config.
@@ -407,6 +409,12 @@ class DataDesignerResource(dg.ConfigurableResource):
                 for p in providers
             ]
         super().__init__(**data)
+
+    @classmethod
+    def configure_at_launch(cls, **kwargs: Any) -> Any:
+        """As Dagster's, refusing unknown fields now rather than when a run starts."""
+        refuse_unknown_fields(cls, kwargs)
+        return super().configure_at_launch(**kwargs)
 
     @field_validator("prices")
     @classmethod

@@ -23,6 +23,7 @@ from data_designer.config.default_model_settings import get_default_model_config
 from data_designer.config.seed import IndexRange, PartitionBlock, SamplingStrategy
 
 from dd_assets import strict_yaml
+from dd_assets.known_fields import checked_dataclass_init
 from dd_assets.stage_models import undeclared_model_aliases
 
 if TYPE_CHECKING:
@@ -80,6 +81,17 @@ class WorkflowDefinitionError(ValueError):
         )
 
 
+def _stage_error(reason: str, field_name: str | None, kwargs: dict[str, Any]) -> WorkflowDefinitionError:
+    name = kwargs.get("name")
+    return WorkflowDefinitionError(reason, stage=name if isinstance(name, str) else None, field=field_name)
+
+
+def _workflow_error(reason: str, field_name: str | None, kwargs: dict[str, Any]) -> WorkflowDefinitionError:
+    name = kwargs.get("name")
+    return WorkflowDefinitionError(reason, workflow=name if isinstance(name, str) else None, field=field_name)
+
+
+@checked_dataclass_init(_stage_error)
 @dataclass(frozen=True, eq=False)
 class Stage:
     """One Data Designer generation step, materialized as one Dagster asset.
@@ -145,6 +157,7 @@ class Stage:
         return names | {p.name for p in self.output_processors}
 
 
+@checked_dataclass_init(_workflow_error)
 @dataclass(frozen=True, eq=False)
 class Workflow:
     """A named DAG of stages. Validated on construction; see :class:`WorkflowDefinitionError`."""
