@@ -50,10 +50,12 @@ from dd_assets.secrets import (
     credential_paths,
     env_values,
     env_var_name,
+    literal_credentials,
     nested_env_vars,
     redact,
     require_env_var_name,
     resolve_env_var,
+    url_credentials,
 )
 from dd_assets.stage_lock import StageLock
 
@@ -167,7 +169,25 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 "and UI (the value is not repeated here); give it as dg.EnvVar('NAME') or in "
                 "storage_secrets={'<option>': '<ENV_VAR_NAME>'}"
             )
+        found = literal_credentials(options)  # URLs with user:password@ or ?key=, auth headers, in lists too
+        if found:
+            raise ValueError(
+                f"storage_options {'; '.join(found)}: that would put a credential into Dagster's run config and UI "
+                "(the value is not repeated here); give credentials in storage_secrets (or as dg.EnvVar at the top "
+                "level), and URLs (endpoint_url, proxies) without them"
+            )
         return options
+
+    @field_validator("base_dir")
+    @classmethod
+    def _no_credentials_in_base_dir(cls, base_dir: str) -> str:
+        reason = url_credentials(base_dir)
+        if reason:
+            raise ValueError(
+                f"base_dir holds a credential ({reason}; the value is not repeated here); give credentials in "
+                "storage_secrets"
+            )
+        return base_dir
 
     @field_validator("storage_secrets")
     @classmethod

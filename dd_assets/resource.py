@@ -43,10 +43,12 @@ from dd_assets.known_fields import refuse_unknown_fields
 from dd_assets.secrets import (
     LiteralSecretError,
     env_values,
-    env_var_name,
-    is_credential_name,
+    env_var_names_to_str,
+    literal_credentials,
+    named_credentials,
     require_env_var_name,
     resolve_env_var,
+    resolve_named_credentials,
 )
 from dd_assets.stage_context import CURRENT_STAGE
 from dd_assets.stage_guard import (
@@ -404,10 +406,8 @@ class DataDesignerResource(dg.ConfigurableResource):
         providers = data.get("model_providers")
         if isinstance(providers, list):
             # dg.EnvVar("NAME") becomes the name, so Dagster never resolves the key into the resource's config.
-            data["model_providers"] = [
-                {**p, "api_key": env_var_name(p["api_key"])} if isinstance(p, dict) and "api_key" in p else p
-                for p in providers
-            ]
+            # The same for credentials named in extra_headers / extra_body, at any depth.
+            data["model_providers"] = [env_var_names_to_str(p) if isinstance(p, dict) else p for p in providers]
         super().__init__(**data)
 
     @classmethod
@@ -439,13 +439,36 @@ class DataDesignerResource(dg.ConfigurableResource):
             return get_default_providers()
         return [ModelProvider.model_validate(p) for p in self.model_providers]
 
+    def runtime_providers(self) -> list[ModelProvider]:
+        """:meth:`providers` with the credentials named in ``extra_headers`` / ``extra_body`` read from the
+        environment (Data Designer resolves ``api_key`` itself). Only for the process that sends requests."""
+        if self.model_providers is None:
+            return self.providers()
+        return [
+            ModelProvider.model_validate(
+                {
+                    **p,
+                    **{
+                        field: resolve_named_credentials(p[field], f"model provider {p.get('name')!r}: {field}")
+                        for field in CREDENTIAL_FIELDS
+                        if p.get(field)
+                    },
+                }
+            )
+            for p in self.model_providers
+        ]
+
     def check_provider_keys(self, provider_names: set[str]) -> None:
-        """Fail clearly, before any request, when a provider's ``api_key`` variable is not set."""
+        """Fail clearly, before any request, when a variable a provider names (``api_key``, a header) is not set."""
         if self.model_providers is None:
             return  # Data Designer's defaults: its own messages apply
         for provider in self.providers():
             if provider.name in provider_names and provider.api_key:
                 resolve_env_var(provider.api_key, f"the api_key of model provider {provider.name!r}")
+        for provider in self.model_providers:
+            if provider.get("name") in provider_names:
+                for field in CREDENTIAL_FIELDS:
+                    resolve_named_credentials(provider.get(field), f"model provider {provider.get('name')!r}: {field}")
 
     def data_designer_run_config(self) -> RunConfig:
         """The ``RunConfig`` applied to the shared ``DataDesigner``, with offline-safe defaults."""
@@ -463,15 +486,18 @@ class DataDesignerResource(dg.ConfigurableResource):
             if data_designer is None:
                 apply_token_statistics_setting(self.token_statistics)
                 data_designer = SharedRegistryDataDesigner(
-                    model_providers=self.providers(), auto_configure_logging=False
+                    model_providers=self.runtime_providers(), auto_configure_logging=False
                 )
                 data_designer.set_run_config(self.data_designer_run_config())
                 _DATA_DESIGNERS[key] = data_designer
             return data_designer
 
     def secret_values(self) -> list[str]:
-        """Resolved API key values, so log lines and failure messages can be redacted."""
-        return env_values(provider.api_key for provider in self.providers())
+        """Resolved API key and named header / body credential values, so messages can be redacted."""
+        names = [provider.api_key for provider in self.providers()]
+        for provider in self.model_providers or []:
+            names += [name for field in CREDENTIAL_FIELDS for name in named_credentials(provider.get(field))]
+        return env_values(names)
 
 
 def check_provider(index: int, provider: Any) -> None:
@@ -495,9 +521,16 @@ def check_provider(index: int, provider: Any) -> None:
             require_env_var_name(provider["api_key"], f"{where}: api_key")
         except LiteralSecretError as exc:
             raise ValueError(str(exc)) from None
-    for header, value in (provider.get("extra_headers") or {}).items():
-        if value and is_credential_name(str(header)):
-            raise ValueError(
-                f"{where}: extra_headers[{header!r}] would put a credential into Dagster's config (the value is "
-                "not repeated here); give the key as api_key, the name of an environment variable"
-            )
+    found = literal_credentials({k: v for k, v in provider.items() if k not in ("name", "api_key", "provider_type")})
+    if found:
+        raise ValueError(
+            f"{where}: {'; '.join(found)}. That would put a credential into Dagster's config and UI (the value is "
+            "not repeated here): give the provider's key as api_key, the name of an environment variable; a header "
+            "or extra_body entry under a credential's name (Authorization, Cookie, X-Api-Key, token, ...) as the "
+            "name of an environment variable or dg.EnvVar('NAME'), read where the stage runs; and no credentials "
+            "in the endpoint URL"
+        )
+
+
+CREDENTIAL_FIELDS = ("extra_headers", "extra_body")
+"""The ``ModelProvider`` fields whose credential-named entries dd_assets reads from environment variables."""
