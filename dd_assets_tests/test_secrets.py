@@ -315,3 +315,28 @@ def test_credentials_named_in_headers_and_body_are_read_where_requests_are_sent(
     assert SECRET in llm.auth_headers  # the header's value was sent ...
     logs = "\n".join(repr(e) for e in instance.all_logs(result.run_id))
     assert SECRET not in logs  # ... and is nowhere in the run's records
+
+
+def test_dd_assets_preview_never_prints_a_key_the_provider_echoes(tmp_path, llm):
+    import subprocess
+
+    from dd_assets_tests.cli_runs import BIN
+
+    env = llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="2", DD_ASSETS_TEST_KEY=SECRET)
+    assert run("slow/seed", env, tmp_path).returncode == 0
+    # a provider that answers 400 and echoes the key it was sent (as OpenAI's "Incorrect API key provided: ...")
+    llm.fault = lambda _prompt: (400, {"error": {"message": f"Incorrect API key provided: {SECRET}"}})
+    preview = subprocess.run(
+        [str(BIN / "dd-assets"), "preview", "slow/write", "-n", "2", "-f", str(PROJECT)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = preview.stdout + preview.stderr
+    assert preview.returncode == 1, output[-3000:]
+    assert "dd-assets: workflow 'slow', stage 'write': preview failed:" in preview.stderr
+    assert "Incorrect API key provided: ***" in output  # the provider's message is shown, the key is not
+    assert SECRET not in output
+    assert "Traceback" not in output
