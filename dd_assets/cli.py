@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import csv
 import datetime
 import importlib
+import io
 import json
 import math
 import os
 import runpy
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from typing import Any
 import dagster as dg
 
 from dd_assets.io_manager import StageParquetIOManager, StageStorageError
+from dd_assets.secrets import redact
 from dd_assets.spec import Stage, Workflow
 from dd_assets.translator import IO_MANAGER_KEY, RESOURCE_KEY
 
@@ -285,8 +289,70 @@ def preview(location: CodeLocation, ref: str, num_records: int) -> Any:
         builder = builder_with_seed(stage, seed, stage.selection_strategy)
         data_designer = resource.get_data_designer()
         data_designer.register_stage_models(builder, owner=where)
-        result = data_designer.preview(builder, num_records=num_records)
+        try:
+            result = data_designer.preview(builder, num_records=num_records)
+        except Exception as exc:  # the provider's answer (which may echo a key) is redacted on the way out
+            raise CommandError(f"{where}: preview failed: {exc}") from None
         return result.dataset
+
+
+# --- redaction --------------------------------------------------------------------------------
+class RedactingStream(io.TextIOBase):
+    """A text stream that writes whole lines to ``stream`` with every secret value replaced by ``***``.
+
+    ``secrets`` is read at each write, so values learned after the stream was installed (once the code location
+    is loaded) are redacted too. Lines are held until their newline, so a value is never split across writes.
+    """
+
+    def __init__(self, stream: Any, secrets: list[str]):
+        super().__init__()
+        self._stream, self._secrets, self._pending = stream, secrets, ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            lines, _, self._pending = self._pending.rpartition("\n")
+            self._stream.write(redact(lines + "\n", self._secrets))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._stream.write(redact(self._pending, self._secrets))
+            self._pending = ""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+@contextlib.contextmanager
+def redacted_output(secrets: list[str]) -> Iterator[None]:
+    """Within the block, everything written to stdout and stderr (prints, log lines, tracebacks) is redacted."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(saved[0], secrets), RedactingStream(saved[1], secrets)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = saved
+
+
+def location_secrets(location: CodeLocation) -> list[str]:
+    """The secret values a code location's resources hold (provider keys, named headers, storage secrets)."""
+    values = []
+    for key in (RESOURCE_KEY, IO_MANAGER_KEY):
+        secret_values = getattr(location.defs.resources.get(key), "secret_values", None)
+        if callable(secret_values):
+            try:
+                values += secret_values()
+            except Exception:  # a resource that cannot tell (its config is set at launch) holds nothing to redact
+                pass
+    return values
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -316,8 +382,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``dd-assets`` console script."""
     args = _parser().parse_args(argv)
+    secrets: list[str] = []
+    with redacted_output(secrets):
+        return _run(args, secrets)
+
+
+def _run(args: argparse.Namespace, secrets: list[str]) -> int:
     try:
         location = load_code_location(args.module, args.file)
+        secrets += location_secrets(location)
         if args.command == "status":
             _print_table(status_rows(location))
         elif args.command == "estimate":
@@ -352,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as exc:
         print(f"dd-assets: {exc}", file=sys.stderr)
         return exc.code
+    except Exception as exc:  # not a traceback: the message, redacted like every output of the command
+        print(f"dd-assets: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,14 +13,16 @@ In a ``dg`` project (``dg scaffold defs dd_assets.DataDesignerWorkflowComponent 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dd_assets.io_manager import StageParquetIOManager
+from dd_assets.known_fields import pydantic_field_names, unknown_fields, unknown_fields_reason
 from dd_assets.resource import DataDesignerResource
 from dd_assets.spec import WorkflowDefinitionError
 from dd_assets.stage_guard import DEFAULT_STALL_TIMEOUT_S
@@ -75,6 +77,8 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
         stall_timeout_s: fail a stage whose model calls wait this long without a success.
     """
 
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     workflow_file: str | None = Field(default=None, description="Workflow YAML file, relative to this folder.")
     workflow: dict[str, Any] | None = Field(default=None, description="Inline workflow: name and stages.")
     base_dir: str = Field(default="data", description="Where stages are stored (path or fsspec URL).")
@@ -94,6 +98,16 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
     stall_timeout_s: float = Field(
         default=DEFAULT_STALL_TIMEOUT_S, gt=0, description="Fail a stage whose model calls wait this long unanswered."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_attributes(cls, data: Any) -> Any:
+        return _refuse_unknown_attributes(cls, data)
+
+    @classmethod
+    def get_model_cls(cls) -> type[BaseModel] | None:
+        """Dagster's attributes model of the component, refusing an unknown attribute with a did-you-mean."""
+        return _attributes_model(cls)
 
     def load_workflow(self, folder: Path):
         """The workflow this component declares, validated."""
@@ -120,6 +134,54 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
             execution=self.execution,
             max_concurrent_stages=self.max_concurrent_stages,
         )
+
+
+def _refuse_unknown_attributes(model: type[BaseModel], data: Any) -> Any:
+    """Unknown attribute names as one validation error each, at the attribute (Dagster shows its defs.yaml line).
+
+    The error's input is the name, never the value: Dagster prints the input of attribute errors, and the value may
+    be a provider's settings. A built-in error type, because Dagster rebuilds the errors by type name.
+    """
+    if not isinstance(data, dict):
+        return data
+    valid = pydantic_field_names(model)
+    unknown = unknown_fields(data, valid)
+    if unknown:
+        raise ValidationError.from_exception_data(
+            model.__name__,
+            [
+                {
+                    "type": "value_error",
+                    "loc": (name,),
+                    "input": name,
+                    "ctx": {"error": ValueError(_reason(name, valid))},
+                }
+                for name in unknown
+            ],
+        )
+    return data
+
+
+def _reason(name: str, valid: list[str]) -> str:
+    return unknown_fields_reason("DataDesignerWorkflowComponent", [name], valid)
+
+
+@functools.cache
+def _attributes_model(component: type[dg.Resolvable]) -> type[BaseModel]:
+    # Dagster validates defs.yaml attributes with a model it derives from the component (pydantic's extra="forbid":
+    # "Extra inputs are not permitted", no suggestion); this subclass checks the names first.
+    base = component.model()
+
+    def known_attributes(cls: type, data: Any) -> Any:
+        return _refuse_unknown_attributes(base, data)
+
+    namespace = {
+        "__module__": base.__module__,
+        "__qualname__": base.__qualname__,
+        "model_config": ConfigDict(hide_input_in_errors=True),  # attributes may hold a provider's settings
+        "_known_attributes": model_validator(mode="before")(classmethod(known_attributes)),  # type: ignore[arg-type]
+    }
+    return type(base)(base.__name__, (base,), namespace)
 
 
 _SHARED_RESOURCES: dict[str, Any] = {}

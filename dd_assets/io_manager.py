@@ -48,15 +48,18 @@ from pydantic import ConfigDict, Field, field_validator
 from upath import UPath
 
 from dd_assets.dataset import StageDataset
+from dd_assets.known_fields import refuse_unknown_fields
 from dd_assets.secrets import (
     LiteralSecretError,
     credential_paths,
     env_values,
     env_var_name,
+    literal_credentials,
     nested_env_vars,
     redact,
     require_env_var_name,
     resolve_env_var,
+    url_credentials,
 )
 from dd_assets.stage_lock import StageLock
 
@@ -169,7 +172,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     base_dir: str = "data"
-    storage_options: dict[str, Any] = Field(default_factory=dict)
+    storage_options: dict[str, Any | None] = Field(default_factory=dict)  # null members allowed (see the resource)
     storage_secrets: dict[str, str] = Field(default_factory=dict)
     local_work_dir: str | None = None
     lock_timeout_s: float = 0.0
@@ -177,6 +180,7 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
     checkpoint_every_s: float = 2.0
 
     def __init__(self, **data: Any) -> None:
+        refuse_unknown_fields(type(self), data)
         options = dict(data.get("storage_options") or {})
         moved = {key: env_var_name(value) for key, value in options.items() if isinstance(value, dg.EnvVar)}
         if moved:  # dg.EnvVar("NAME") becomes a storage secret: the name stays in config, never the value
@@ -184,9 +188,15 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             data["storage_secrets"] = {**(data.get("storage_secrets") or {}), **moved}
         super().__init__(**data)
 
+    @classmethod
+    def configure_at_launch(cls, **kwargs: Any) -> Any:
+        """As Dagster's, refusing unknown fields now rather than when a run starts."""
+        refuse_unknown_fields(cls, kwargs)
+        return super().configure_at_launch(**kwargs)
+
     @field_validator("storage_options")
     @classmethod
-    def _no_literal_credentials(cls, options: dict[str, Any]) -> dict[str, Any]:
+    def _no_literal_credentials(cls, options: dict[str, Any | None]) -> dict[str, Any | None]:
         nested = nested_env_vars(options)
         if nested:
             raise ValueError(
@@ -200,7 +210,25 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
                 "and UI (the value is not repeated here); give it as dg.EnvVar('NAME') or in "
                 "storage_secrets={'<option>': '<ENV_VAR_NAME>'}"
             )
+        found = literal_credentials(options)  # URLs with user:password@ or ?key=, auth headers, in lists too
+        if found:
+            raise ValueError(
+                f"storage_options {'; '.join(found)}: that would put a credential into Dagster's run config and UI "
+                "(the value is not repeated here); give credentials in storage_secrets (or as dg.EnvVar at the top "
+                "level), and URLs (endpoint_url, proxies) without them"
+            )
         return options
+
+    @field_validator("base_dir")
+    @classmethod
+    def _no_credentials_in_base_dir(cls, base_dir: str) -> str:
+        reason = url_credentials(base_dir)
+        if reason:
+            raise ValueError(
+                f"base_dir holds a credential ({reason}; the value is not repeated here); give credentials in "
+                "storage_secrets"
+            )
+        return base_dir
 
     @field_validator("storage_secrets")
     @classmethod

@@ -40,13 +40,16 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from dd_assets.known_fields import refuse_unknown_fields
 from dd_assets.secrets import (
     LiteralSecretError,
     env_values,
-    env_var_name,
-    is_credential_name,
+    env_var_names_to_str,
+    literal_credentials,
+    named_credentials,
     require_env_var_name,
     resolve_env_var,
+    resolve_named_credentials,
 )
 from dd_assets.stage_context import CURRENT_STAGE
 from dd_assets.stage_guard import (
@@ -416,8 +419,10 @@ class DataDesignerResource(dg.ConfigurableResource):
     # Validation errors never echo the input: it may hold a provider's key.
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    model_providers: list[dict[str, Any]] | None = None
-    run_config: dict[str, Any] = Field(default_factory=dict)
+    # Free-form mappings take ``Any | None`` values: Dagster's config schema turns ``dict[str, Any]`` into a map whose
+    # members may not be null, and a keyless provider (``"api_key": None``) then fails every load with a CheckError.
+    model_providers: list[dict[str, Any | None]] | None = None
+    run_config: dict[str, Any | None] = Field(default_factory=dict)
     token_statistics: bool = False
     setup_hint: str | None = None
     progress_every_s: float = 5.0
@@ -425,14 +430,19 @@ class DataDesignerResource(dg.ConfigurableResource):
     stall_timeout_s: float = Field(default=DEFAULT_STALL_TIMEOUT_S, gt=0)
 
     def __init__(self, **data: Any) -> None:
+        refuse_unknown_fields(type(self), data)
         providers = data.get("model_providers")
         if isinstance(providers, list):
             # dg.EnvVar("NAME") becomes the name, so Dagster never resolves the key into the resource's config.
-            data["model_providers"] = [
-                {**p, "api_key": env_var_name(p["api_key"])} if isinstance(p, dict) and "api_key" in p else p
-                for p in providers
-            ]
+            # The same for credentials named in extra_headers / extra_body, at any depth.
+            data["model_providers"] = [env_var_names_to_str(p) if isinstance(p, dict) else p for p in providers]
         super().__init__(**data)
+
+    @classmethod
+    def configure_at_launch(cls, **kwargs: Any) -> Any:
+        """As Dagster's, refusing unknown fields now rather than when a run starts."""
+        refuse_unknown_fields(cls, kwargs)
+        return super().configure_at_launch(**kwargs)
 
     @field_validator("prices")
     @classmethod
@@ -443,7 +453,9 @@ class DataDesignerResource(dg.ConfigurableResource):
 
     @field_validator("model_providers")
     @classmethod
-    def _check_model_providers(cls, providers: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    def _check_model_providers(
+        cls, providers: list[dict[str, Any | None]] | None
+    ) -> list[dict[str, Any | None]] | None:
         for index, provider in enumerate(providers or []):
             check_provider(index, provider)
         return providers
@@ -455,13 +467,36 @@ class DataDesignerResource(dg.ConfigurableResource):
             return get_default_providers()
         return [ModelProvider.model_validate(p) for p in self.model_providers]
 
+    def runtime_providers(self) -> list[ModelProvider]:
+        """:meth:`providers` with the credentials named in ``extra_headers`` / ``extra_body`` read from the
+        environment (Data Designer resolves ``api_key`` itself). Only for the process that sends requests."""
+        if self.model_providers is None:
+            return self.providers()
+        return [
+            ModelProvider.model_validate(
+                {
+                    **p,
+                    **{
+                        field: resolve_named_credentials(p[field], f"model provider {p.get('name')!r}: {field}")
+                        for field in CREDENTIAL_FIELDS
+                        if p.get(field)
+                    },
+                }
+            )
+            for p in self.model_providers
+        ]
+
     def check_provider_keys(self, provider_names: set[str]) -> None:
-        """Fail clearly, before any request, when a provider's ``api_key`` variable is not set."""
+        """Fail clearly, before any request, when a variable a provider names (``api_key``, a header) is not set."""
         if self.model_providers is None:
             return  # Data Designer's defaults: its own messages apply
         for provider in self.providers():
             if provider.name in provider_names and provider.api_key:
                 resolve_env_var(provider.api_key, f"the api_key of model provider {provider.name!r}")
+        for provider in self.model_providers:
+            if provider.get("name") in provider_names:
+                for field in CREDENTIAL_FIELDS:
+                    resolve_named_credentials(provider.get(field), f"model provider {provider.get('name')!r}: {field}")
 
     def data_designer_run_config(self) -> RunConfig:
         """The ``RunConfig`` applied to the shared ``DataDesigner``, with offline-safe defaults."""
@@ -478,7 +513,7 @@ class DataDesignerResource(dg.ConfigurableResource):
             data_designer = _DATA_DESIGNERS.get(key)
             if data_designer is None:
                 data_designer = SharedRegistryDataDesigner(
-                    model_providers=self.providers(),
+                    model_providers=self.runtime_providers(),
                     auto_configure_logging=False,
                     token_statistics=self.token_statistics,
                 )
@@ -487,8 +522,11 @@ class DataDesignerResource(dg.ConfigurableResource):
             return data_designer
 
     def secret_values(self) -> list[str]:
-        """Resolved API key values, so log lines and failure messages can be redacted."""
-        return env_values(provider.api_key for provider in self.providers())
+        """Resolved API key and named header / body credential values, so messages can be redacted."""
+        names = [provider.api_key for provider in self.providers()]
+        for provider in self.model_providers or []:
+            names += [name for field in CREDENTIAL_FIELDS for name in named_credentials(provider.get(field))]
+        return env_values(names)
 
 
 def check_provider(index: int, provider: Any) -> None:
@@ -512,9 +550,16 @@ def check_provider(index: int, provider: Any) -> None:
             require_env_var_name(provider["api_key"], f"{where}: api_key")
         except LiteralSecretError as exc:
             raise ValueError(str(exc)) from None
-    for header, value in (provider.get("extra_headers") or {}).items():
-        if value and is_credential_name(str(header)):
-            raise ValueError(
-                f"{where}: extra_headers[{header!r}] would put a credential into Dagster's config (the value is "
-                "not repeated here); give the key as api_key, the name of an environment variable"
-            )
+    found = literal_credentials({k: v for k, v in provider.items() if k not in ("name", "api_key", "provider_type")})
+    if found:
+        raise ValueError(
+            f"{where}: {'; '.join(found)}. That would put a credential into Dagster's config and UI (the value is "
+            "not repeated here): give the provider's key as api_key, the name of an environment variable; a header "
+            "or extra_body entry under a credential's name (Authorization, Cookie, X-Api-Key, token, ...) as the "
+            "name of an environment variable or dg.EnvVar('NAME'), read where the stage runs; and no credentials "
+            "in the endpoint URL"
+        )
+
+
+CREDENTIAL_FIELDS = ("extra_headers", "extra_body")
+"""The ``ModelProvider`` fields whose credential-named entries dd_assets reads from environment variables."""

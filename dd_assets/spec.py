@@ -23,6 +23,8 @@ from data_designer.config.default_model_settings import get_default_model_config
 from data_designer.config.seed import IndexRange, PartitionBlock, SamplingStrategy
 
 from dd_assets import strict_yaml
+from dd_assets.known_fields import checked_dataclass_init
+from dd_assets.secrets import literal_credentials
 from dd_assets.stage_models import undeclared_model_aliases
 
 if TYPE_CHECKING:
@@ -80,6 +82,17 @@ class WorkflowDefinitionError(ValueError):
         )
 
 
+def _stage_error(reason: str, field_name: str | None, kwargs: dict[str, Any]) -> WorkflowDefinitionError:
+    name = kwargs.get("name")
+    return WorkflowDefinitionError(reason, stage=name if isinstance(name, str) else None, field=field_name)
+
+
+def _workflow_error(reason: str, field_name: str | None, kwargs: dict[str, Any]) -> WorkflowDefinitionError:
+    name = kwargs.get("name")
+    return WorkflowDefinitionError(reason, workflow=name if isinstance(name, str) else None, field=field_name)
+
+
+@checked_dataclass_init(_stage_error)
 @dataclass(frozen=True, eq=False)
 class Stage:
     """One Data Designer generation step, materialized as one Dagster asset.
@@ -145,6 +158,7 @@ class Stage:
         return names | {p.name for p in self.output_processors}
 
 
+@checked_dataclass_init(_workflow_error)
 @dataclass(frozen=True, eq=False)
 class Workflow:
     """A named DAG of stages. Validated on construction; see :class:`WorkflowDefinitionError`."""
@@ -374,6 +388,14 @@ def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_n
     except Exception as exc:  # Data Designer raises pydantic, value and file errors here
         fail(f"invalid Data Designer config: {exc}", "config")
     object.__setattr__(stage, "builder", builder)
+    found = _literal_credentials_in(builder)
+    if found:
+        fail(
+            f"{'; '.join(found)}: a credential in a stage config would be stored in Dagster (code version, "
+            "metadata) and in the stage's artifacts (the value is not repeated here); name an environment variable "
+            "instead (a seed source's token: 'HF_TOKEN'), which Data Designer reads where the stage runs",
+            "config",
+        )
     for alias in undeclared_model_aliases(builder):
         users = [c.name for c in builder.get_column_configs() if alias in c.get_model_aliases()]
         fail(
@@ -543,6 +565,12 @@ def _check_partitioned_upstreams(workflow: Workflow) -> None:
                 stage=stage.name,
                 field="depends_on",
             )
+
+
+def _literal_credentials_in(builder: DataDesignerConfigBuilder) -> list[str]:
+    """Literal credentials where a stage config holds access settings: its seed source and model configs."""
+    config = builder.get_builder_config().model_dump(mode="json")["data_designer"]
+    return literal_credentials({key: config.get(key) for key in ("seed_config", "model_configs")})
 
 
 def upstream_name(dep: str | dg.AssetKey) -> str:

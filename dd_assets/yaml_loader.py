@@ -21,7 +21,6 @@ the stage and the field.
 from __future__ import annotations
 
 import copy
-import difflib
 import importlib
 import json
 from pathlib import Path
@@ -34,6 +33,7 @@ from data_designer.config.seed import IndexRange, PartitionBlock
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
 
 from dd_assets import strict_yaml
+from dd_assets.known_fields import did_you_mean
 from dd_assets.spec import DEFAULT_MAX_NUM_RECORDS, Stage, Workflow, WorkflowDefinitionError, resolve_seed_path
 
 SCHEMA_FILE = Path(__file__).with_name("workflow.schema.json")
@@ -126,11 +126,6 @@ def workflow_json_schema() -> dict[str, Any]:
     return schema
 
 
-def _nearest(key: str, valid: list[str]) -> str:
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def _import_path(value: str, *, label: str) -> Any:
     if ":" not in value:
         raise ValueError(f"{label} {value!r} must be 'module:function'")
@@ -166,8 +161,25 @@ def _pydantic_error(exc: ValidationError, data: dict, file: str, model: type[Bas
     if "input" in error and error["type"] != "extra_forbidden":
         message += f" (got {error['input']!r})"
     if error["type"] == "extra_forbidden" and loc:
-        message = f"unknown key {loc[-1]!r}{_nearest(str(loc[-1]), list(model.model_fields))}"
+        message = f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), list(model.model_fields))}"
     return WorkflowDefinitionError(message, workflow=workflow, stage=stage, field=field, file=file)
+
+
+def _selection_strategy(selection: IndexRangeModel | PartitionBlockModel | None) -> IndexRange | PartitionBlock | None:
+    """The Data Designer object of a YAML ``selection_strategy`` (its own checks: ``start <= end``, ...)."""
+    if isinstance(selection, IndexRangeModel):
+        return IndexRange(start=selection.start, end=selection.end)
+    if isinstance(selection, PartitionBlockModel):
+        return PartitionBlock(index=selection.index, num_partitions=selection.num_partitions)
+    return selection
+
+
+def _model_error(exc: ValidationError, given: BaseModel | None) -> str:
+    """A Data Designer model's refusal as one line, with the values given (``got start 4, end 1``)."""
+    reason = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+    if given is None:
+        return reason
+    return f"{reason} (got {', '.join(f'{k} {v!r}' for k, v in given.model_dump().items())})"
 
 
 def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") -> Workflow:
@@ -216,11 +228,10 @@ def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") 
                 on_success = _import_path(stage.on_success, label="on_success")
             except ValueError as exc:
                 raise fail(str(exc), "on_success") from exc
-        selection = stage.selection_strategy
-        if isinstance(selection, IndexRangeModel):
-            selection = IndexRange(start=selection.start, end=selection.end)
-        elif isinstance(selection, PartitionBlockModel):
-            selection = PartitionBlock(index=selection.index, num_partitions=selection.num_partitions)
+        try:
+            selection = _selection_strategy(stage.selection_strategy)
+        except ValidationError as exc:
+            raise fail(_model_error(exc, stage.selection_strategy), "selection_strategy") from None
         stages.append(
             Stage(
                 name=stage.name,

@@ -152,3 +152,15 @@ def test_a_token_budget_in_the_run_config_stops_a_stage_from_the_cli(tmp_path, l
     proc = _dagster([*materialize, "--config-json", large], env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _record(tmp_path, "doc_qa", "drafts")["output_rows"] == 12
+
+
+def test_doc_qa_keyless_validates_and_materializes_from_the_cli(tmp_path, llm):
+    # the documented keyless setup: DD_ASSETS_LLM_ENDPOINT set, DD_ASSETS_LLM_API_KEY unset ("api_key": None)
+    env = _env(tmp_path, DD_ASSETS_LLM_ENDPOINT=llm.endpoint)
+    llm.auth_headers.clear()
+    validated = _dagster(["definitions", "validate", "-m", "dd_assets.definitions"], env, REPO)
+    assert validated.returncode == 0, validated.stdout[-2000:] + validated.stderr[-2000:]
+    proc = _dagster(["asset", "materialize", "-m", "dd_assets.definitions", "--select", "doc_qa/drafts"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _record(tmp_path, "doc_qa", "drafts")["output_rows"] == 12
+    assert llm.auth_headers == {""}  # no Authorization header

@@ -50,7 +50,8 @@ def dg_project(tmp_path):
     (package / "__init__.py").write_text("")
     (package / "definitions.py").write_text(DEFINITIONS)
     env = _env(tmp_path)
-    env["PYTHONPATH"] = str(root / "src")
+    # the project's package first, then whatever dd_assets this test runs (a worktree's, not only the installed one)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root / "src"), env.get("PYTHONPATH")) if p)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return root, env
 
@@ -172,3 +173,29 @@ def test_a_component_runs_its_workflow_concurrently(dg_project):
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert "conc__stages" in launched.stdout + launched.stderr
     assert json.loads((root / "data" / "conc" / "b" / "stage.json").read_text())["output_rows"] == 4
+
+
+def test_an_unknown_component_attribute_is_refused_with_a_did_you_mean(dg_project):
+    root, env = dg_project
+    folder = root / "src" / "myproj" / "defs" / "typo"
+    folder.mkdir()
+    (folder / "defs.yaml").write_text(
+        "type: dd_assets.DataDesignerWorkflowComponent\n"
+        "attributes:\n"
+        "  base_dri: elsewhere\n"
+        "  run_config: {buffer_size: 7, note: sk-live-0123456789-SECRET-abcdef}\n"
+        "  workflow:\n"
+        "    name: typo\n"
+        "    stages:\n"
+        "      - {name: s, num_records: 2, config: {columns: [{name: c, column_type: sampler,"
+        " sampler_type: category, params: {values: [x]}}]}}\n"
+    )
+    validated = _dagster(["definitions", "validate", "-f", str(root / "src/myproj/definitions.py")], env, root)
+    assert validated.returncode != 0
+    output = validated.stdout + validated.stderr
+    assert "attributes.base_dri at" in output and "defs.yaml:3" in output
+    assert "unknown DataDesignerWorkflowComponent field 'base_dri' (did you mean 'base_dir'?)" in output
+    assert "SECRET" not in output  # the error names the attribute, never the attributes' values
+    checked = _dg(["check", "defs"], root, env)  # dg's schema check refuses it too, naming the key and line
+    assert checked.returncode != 0 and "'base_dri' was unexpected" in checked.stdout + checked.stderr
+    assert not (root / "elsewhere").exists() and not (root / "data").exists()

@@ -181,3 +181,58 @@ def test_yaml_merge_key_of_a_scalar_is_a_clear_yaml_error():
 
     with pytest.raises(yaml.YAMLError, match="a merge key takes a mapping or a list of mappings"):
         strict_yaml.safe_load("b: {<<: 3}\n")
+
+
+# --- unknown fields: a typo is refused with a did-you-mean, never replaced by a default ---------------------
+
+
+def test_an_unknown_stage_or_workflow_field_is_named_with_a_did_you_mean():
+    with pytest.raises(WorkflowDefinitionError) as info:
+        Stage(name="a", config=sampler_builder(), num_record=3)
+    assert "stage 'a', field 'num_record': unknown Stage field 'num_record' (did you mean 'num_records'?)" in str(
+        info.value
+    )
+    with pytest.raises(WorkflowDefinitionError) as info:
+        Workflow(name="wf", stages=[Stage(name="a", config=sampler_builder())], max_num_record=5)
+    assert "workflow 'wf', field 'max_num_record': unknown Workflow field 'max_num_record'" in str(info.value)
+    assert "(did you mean 'max_num_records'?)" in str(info.value)
+    with pytest.raises(WorkflowDefinitionError, match=r"stage 'a': Stage\(\): missing a required argument: 'config'"):
+        Stage(name="a")
+
+
+def test_an_unknown_resource_or_io_manager_field_is_refused_with_a_did_you_mean(tmp_path):
+    import dagster as dg
+
+    from dd_assets import DataDesignerResource, StageParquetIOManager
+
+    with pytest.raises(ValueError) as info:
+        StageParquetIOManager(base_dri=str(tmp_path / "x"))
+    assert "unknown StageParquetIOManager field 'base_dri' (did you mean 'base_dir'?)" in str(info.value)
+    with pytest.raises(ValueError) as info:
+        DataDesignerResource(stall_timout_s=3)
+    assert "unknown DataDesignerResource field 'stall_timout_s' (did you mean 'stall_timeout_s'?)" in str(info.value)
+    with pytest.raises(ValueError, match="unknown DataDesignerResource field 'admision'"):
+        DataDesignerResource(admision="x")
+    with pytest.raises(ValueError, match="unknown StageParquetIOManager field 'lock_timeout'"):
+        StageParquetIOManager.configure_at_launch(lock_timeout=3)
+    # Dagster's own ways of building them still work: EnvVar, configure_at_launch with the base_dir in run config
+    assert StageParquetIOManager(base_dir=dg.EnvVar("DD_ASSETS_SOME_DIR")).base_dir is not None
+    wf = Workflow(name="launch", stages=[Stage(name="a", config=sampler_builder(), num_records=2)])
+    built = StageParquetIOManager(base_dir=str(tmp_path / "launch"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            wf,
+            built,
+            instance,
+            extra_resources={
+                "dd_stage_io_manager": StageParquetIOManager.configure_at_launch(),
+                "data_designer": DataDesignerResource.configure_at_launch(),
+            },
+            run_config={
+                "resources": {
+                    "dd_stage_io_manager": {"config": {"base_dir": str(tmp_path / "launch")}},
+                    "data_designer": {"config": {"progress_every_s": 0}},
+                }
+            },
+        )
+    assert result.success and built.read_stage("launch", "a").num_rows == 2

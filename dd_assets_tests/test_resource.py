@@ -309,3 +309,25 @@ def test_each_resource_keeps_its_own_token_statistics_setting(io_manager, instan
     # asked to count (its tokenizer download is refused by the suite's network guard, see conftest.py)
     assert disabled not in logs_of(on, "stats_on")
     assert disabled in logs_of(off, "stats_off")
+
+
+def test_a_keyless_provider_and_null_config_values_load_and_materialize(io_manager, instance, llm, tmp_path):
+    # "api_key": None (a keyless endpoint) and None values of free-form mappings are valid config, not a Dagster
+    # CheckError ("Null map member not caught in validation") when definitions load or a run starts
+    llm.auth_headers.clear()
+    resource = DataDesignerResource(
+        model_providers=[{"name": "test_llm", "endpoint": llm.endpoint, "api_key": None, "extra_body": None}],
+        run_config={"buffer_size": 998, "otel_metrics_port": None},
+    )
+    wf = Workflow(
+        name="keyless",
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=2),
+            Stage(name="a", config=llm_builder("x", "Hi {{ n }}"), depends_on=["seed"]),
+        ],
+    )
+    defs = build_workflow_definitions(wf, data_designer=resource, io_manager=io_manager)
+    dg.Definitions.validate_loadable(defs)
+    result = materialize(wf, io_manager, instance, resource=resource)
+    assert result.success
+    assert llm.count("generation") == 2 and llm.auth_headers == {""}  # no Authorization header was sent

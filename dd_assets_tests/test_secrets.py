@@ -215,3 +215,128 @@ def test_an_aws_access_key_id_is_not_taken_for_a_variable_name():
             model_providers=[{"name": "p", "endpoint": "http://127.0.0.1:1/v1", "api_key": "AKIAABCDEFGHIJKLMNOP"}]
         )
     assert "must name an environment variable" in str(info.value) and "AKIAABCDEFGHIJKLMNOP" not in str(info.value)
+
+
+# --- literal credentials outside api_key: one scanner (dd_assets.secrets.literal_credentials) at every entry ---
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("extra_headers", {"Cookie": f"session={SECRET}"}, "extra_headers['Cookie']"),
+        ("extra_headers", {"X-Auth": SECRET}, "extra_headers['X-Auth']"),
+        ("extra_headers", {"X-Api-Key": SECRET}, "extra_headers['X-Api-Key']"),
+        ("extra_headers", {"X-Forwarded": f"Bearer {SECRET}"}, "extra_headers['X-Forwarded']: an HTTP credential"),
+        ("extra_body", {"api_key": SECRET}, "extra_body['api_key']"),
+        ("extra_body", {"auth": {"token": SECRET}}, "extra_body['auth']['token']"),
+        ("endpoint", f"http://127.0.0.1:1/v1?key={SECRET}", "endpoint: query parameter 'key'"),
+        ("endpoint", f"http://user:{SECRET}@127.0.0.1:1/v1", "endpoint: user or password in the URL"),
+    ],
+)
+def test_literal_provider_credentials_outside_api_key_are_refused_unrepeated(field, value, named):
+    provider = {"name": "p", "endpoint": "http://127.0.0.1:1/v1", field: value}
+    with pytest.raises(Exception) as info:
+        DataDesignerResource(model_providers=[provider])
+    message = str(info.value)
+    assert f"model_providers[0] ('p'): {named}" in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (
+            {"endpoint_url": f"http://AKIAX:{SECRET}@127.0.0.1:9000"},
+            "storage_options endpoint_url: user or password in the URL",
+        ),
+        (
+            {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:9000/?X-Amz-Signature={SECRET}"}},
+            "client_kwargs['endpoint_url']: query parameter 'X-Amz-Signature'",
+        ),
+        (
+            {"config_kwargs": {"proxies": {"https": f"http://user:{SECRET}@proxy:3128"}}},
+            "config_kwargs['proxies']['https']: user or password in the URL",
+        ),
+        ({"headers": [{"Authorization": f"Basic {SECRET}"}]}, "headers[0]['Authorization']"),
+    ],
+)
+def test_credentials_in_storage_urls_and_proxies_are_refused_unrepeated(options, named):
+    with pytest.raises(Exception) as info:
+        StageParquetIOManager(base_dir="s3://bucket/prefix", storage_options=options)
+    assert named in str(info.value) and SECRET not in str(info.value)
+    with pytest.raises(Exception) as info:
+        StageParquetIOManager(base_dir=f"s3://AKIAX:{SECRET}@bucket/prefix")
+    assert "base_dir holds a credential" in str(info.value) and SECRET not in str(info.value)
+
+
+def test_a_stage_config_with_a_literal_seed_token_is_refused_unrepeated(tmp_path):
+    import data_designer.config as dd
+
+    from dd_assets import WorkflowDefinitionError
+
+    builder = dd.DataDesignerConfigBuilder()
+    builder.with_seed_dataset(dd.HuggingFaceSeedSource(path="datasets/x/y/data.parquet", token=SECRET))
+    builder.add_column(dd.ExpressionColumnConfig(name="e", expr="{{ text }}"))
+    with pytest.raises(WorkflowDefinitionError) as info:
+        Workflow(name="w", stages=[Stage(name="s", config=builder)])
+    message = str(info.value)
+    assert "workflow 'w', stage 's', field 'config': seed_config['source']['token']" in message
+    assert SECRET not in message
+
+
+def test_credentials_named_in_headers_and_body_are_read_where_requests_are_sent(io_manager, instance, llm, monkeypatch):
+    # allowed: a credential-named header or body entry given as an environment variable name (or dg.EnvVar);
+    # the name is what Dagster keeps, the value is read in the process that sends the request
+    monkeypatch.setenv("DD_ASSETS_TEST_HEADER_KEY", SECRET)
+    resource = DataDesignerResource(
+        model_providers=[
+            {
+                "name": "test_llm",
+                "endpoint": llm.endpoint,
+                "extra_headers": {"Authorization": dg.EnvVar("DD_ASSETS_TEST_HEADER_KEY"), "X-Title": "dd-assets"},
+                "extra_body": {"metadata_token": "DD_ASSETS_TEST_HEADER_KEY"},
+            }
+        ],
+        run_config={"buffer_size": 997},
+    )
+    assert resource.model_providers[0]["extra_headers"]["Authorization"] == "DD_ASSETS_TEST_HEADER_KEY"
+    assert SECRET in resource.secret_values()
+    from dd_assets_tests.helpers import llm_builder
+
+    wf = Workflow(
+        name="hdr",
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=2),
+            Stage(name="a", config=llm_builder("x", "Hi {{ n }}"), depends_on=["seed"]),
+        ],
+    )
+    result = materialize(wf, io_manager, instance, resource=resource)
+    assert result.success
+    assert SECRET in llm.auth_headers  # the header's value was sent ...
+    logs = "\n".join(repr(e) for e in instance.all_logs(result.run_id))
+    assert SECRET not in logs  # ... and is nowhere in the run's records
+
+
+def test_dd_assets_preview_never_prints_a_key_the_provider_echoes(tmp_path, llm):
+    import subprocess
+
+    from dd_assets_tests.cli_runs import BIN
+
+    env = llm_env(tmp_path, llm, DD_ASSETS_TEST_ROWS="2", DD_ASSETS_TEST_KEY=SECRET)
+    assert run("slow/seed", env, tmp_path).returncode == 0
+    # a provider that answers 400 and echoes the key it was sent (as OpenAI's "Incorrect API key provided: ...")
+    llm.fault = lambda _prompt: (400, {"error": {"message": f"Incorrect API key provided: {SECRET}"}})
+    preview = subprocess.run(
+        [str(BIN / "dd-assets"), "preview", "slow/write", "-n", "2", "-f", str(PROJECT)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = preview.stdout + preview.stderr
+    assert preview.returncode == 1, output[-3000:]
+    assert "dd-assets: workflow 'slow', stage 'write': preview failed:" in preview.stderr
+    assert "Incorrect API key provided: ***" in output  # the provider's message is shown, the key is not
+    assert SECRET not in output
+    assert "Traceback" not in output

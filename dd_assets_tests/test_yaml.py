@@ -306,3 +306,19 @@ def test_token_budget_and_stall_timeout_keys(tmp_path):
     assert wf.stage("a").token_budget == 5000 and wf.stage("a").stall_timeout_s == 45
     message = _load_error(tmp_path, _workflow_text(_stage("a", "\n    token_budget: 0")))
     assert "workflow 'wf', stage 'a', field 'token_budget'" in message
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [
+        ("{start: 4, end: 1}", "'start' index must be less than or equal to 'end' index (got start 4, end 1)"),
+        ("{index: 5, num_partitions: 2}", "'index' must be less than 'num_partitions' (got index 5, num_partitions 2)"),
+    ],
+)
+def test_an_impossible_selection_strategy_names_file_workflow_stage_and_field(tmp_path, selection, expected):
+    message = _load_error(
+        tmp_path,
+        _workflow_text(_stage("a"), _stage("b", f"\n    depends_on: [a]\n    selection_strategy: {selection}")),
+    )
+    assert f"workflow 'wf', stage 'b', field 'selection_strategy': {expected}" in message
+    assert "validation error" not in message and "pydantic" not in message
