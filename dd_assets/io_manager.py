@@ -49,6 +49,7 @@ from upath import UPath
 
 from dd_assets.dataset import StageDataset
 from dd_assets.known_fields import refuse_unknown_fields
+from dd_assets.lineage import stale_partition_blocks
 from dd_assets.secrets import (
     LiteralSecretError,
     credential_paths,
@@ -471,6 +472,13 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
             raise StageStorageError(
                 f"{describe(workflow, stage)}: partition(s) {', '.join(map(repr, missing))} of {len(records)} are "
                 "not materialized; materialize them (or backfill the stage) before reading the whole stage"
+            )
+        stale = stale_partition_blocks(records)
+        if stale:
+            listed = "; ".join(f"partition {key!r} {why}" for key, why in stale.items())
+            raise StageStorageError(
+                f"{describe(workflow, stage)}: {listed}, so its rows overlap the newer partitions' (keys were added); "
+                "rematerialize those partitions (or backfill the stage) before reading the whole stage"
             )
         parts = [self._read_one(workflow, stage, key, record) for key, record in records.items()]
         try:

@@ -42,7 +42,7 @@ from dd_assets.io_manager import (
     StageStorageError,
     describe,
 )
-from dd_assets.lineage import Lineage, MixedVersionsError, merged_lineage, record_lineage, stale_partition_blocks
+from dd_assets.lineage import Lineage, MixedVersionsError, merged_lineage, record_lineage
 from dd_assets.log_bridge import data_designer_logs_to_dagster
 from dd_assets.metadata import compact_column_statistics, stage_metadata
 from dd_assets.progress import StageProgress, engine_event_reporter
@@ -426,17 +426,6 @@ class StageRun:
         inputs: dict[str, Lineage] = {}
         for dep, dataset in upstreams.items():
             label = upstream_label(dep)
-            parts = dataset.record.get("partitions")
-            if isinstance(dep, str) and isinstance(parts, dict):
-                definition = self.workflow.stage(dep).partitions_def
-                keys = definition.get_partition_keys(dynamic_partitions_store=self.context.instance)
-                stale = stale_partition_blocks(parts, list(keys))
-                if stale:
-                    listed = "; ".join(f"partition {key!r} {why}" for key, why in stale.items())
-                    raise self.fail(
-                        f"upstream {dep!r} mixes partitionings: {listed}, so its rows overlap the newer partitions'. "
-                        f"Re-materialize those partitions of {dep!r} (a backfill) first; nothing was generated"
-                    )
             key = f"{self.workflow.name}/{dep}" if isinstance(dep, str) else self.upstream_keys[dep].to_user_string()
             parts = record_lineage(dataset.record, key, versions[label])
             inputs.update(parts if len(parts) > 1 else {label: next(iter(parts.values()))})
