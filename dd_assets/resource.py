@@ -13,6 +13,7 @@ that surface are checked when dd_assets is imported (:func:`check_data_designer_
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import hashlib
 import importlib.metadata
@@ -362,8 +363,12 @@ class SharedRegistryDataDesigner(DataDesigner):
         return provider.model_copy(update={"scheduler_event_sink": sink})
 
 
-_DATA_DESIGNERS: dict[str, SharedRegistryDataDesigner] = {}
+# One DataDesigner per resource configuration and process, so every stage of a process shares its registry, health
+# checks and admission; the least recently used configurations are dropped beyond a few (a notebook or test process
+# building many resources must not keep every one of them alive).
+_DATA_DESIGNERS: collections.OrderedDict[str, SharedRegistryDataDesigner] = collections.OrderedDict()
 _DATA_DESIGNERS_LOCK = threading.Lock()
+MAX_DATA_DESIGNERS = 16
 
 
 _TOKEN_STATISTICS: contextvars.ContextVar[bool] = contextvars.ContextVar("dd_assets_token_statistics", default=False)
@@ -519,6 +524,9 @@ class DataDesignerResource(dg.ConfigurableResource):
                 )
                 data_designer.set_run_config(self.data_designer_run_config())
                 _DATA_DESIGNERS[key] = data_designer
+                while len(_DATA_DESIGNERS) > MAX_DATA_DESIGNERS:
+                    _DATA_DESIGNERS.popitem(last=False)
+            _DATA_DESIGNERS.move_to_end(key)
             return data_designer
 
     def secret_values(self) -> list[str]:

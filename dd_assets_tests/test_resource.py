@@ -331,3 +331,15 @@ def test_a_keyless_provider_and_null_config_values_load_and_materialize(io_manag
     result = materialize(wf, io_manager, instance, resource=resource)
     assert result.success
     assert llm.count("generation") == 2 and llm.auth_headers == {""}  # no Authorization header was sent
+
+
+def test_a_process_keeps_a_bounded_number_of_shared_data_designers():
+    from dd_assets import resource as resource_module
+
+    first = DataDesignerResource(run_config={"buffer_size": 1001})
+    kept = first.get_data_designer()
+    assert DataDesignerResource(run_config={"buffer_size": 1001}).get_data_designer() is kept  # one per configuration
+    for size in range(resource_module.MAX_DATA_DESIGNERS + 4):
+        DataDesignerResource(run_config={"buffer_size": 2000 + size}).get_data_designer()
+    assert len(resource_module._DATA_DESIGNERS) <= resource_module.MAX_DATA_DESIGNERS
+    assert first.get_data_designer() is not kept  # the least recently used one was let go, and is built anew
