@@ -76,8 +76,14 @@ class ConcurrentWorkflowRun:
                 description=f"{self.where}: run config names unknown stage(s) {', '.join(map(repr, unknown))} "
                 f"(stages: {', '.join(self.plans)})"
             )
+        cap = self.config.max_concurrent_stages
+        if cap is not None and (isinstance(cap, bool) or cap < 1):
+            raise StageFailure(
+                description=f"{self.where}: run config max_concurrent_stages must be a whole number >= 1 (or unset), "
+                f"got {cap!r}"
+            )
         selected = [name for name, plan in self.plans.items() if plan.asset_key in self.context.selected_asset_keys]
-        cap = self.config.max_concurrent_stages or self.max_concurrent_stages or len(selected) or 1
+        cap = cap or self.max_concurrent_stages or len(selected) or 1
         pending = list(selected)
         running: dict[str, StageRun] = {}
         published: set[str] = set()

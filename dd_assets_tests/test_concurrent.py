@@ -262,3 +262,27 @@ def test_a_yaml_concurrent_workflow_from_the_cli_and_a_subset_of_it(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _record(tmp_path, "fanyaml", "right")["version"] != first["right"]["version"]
     assert all(_record(tmp_path, "fanyaml", n)["version"] == first[n]["version"] for n in ("root", "left", "both"))
+
+
+@pytest.mark.parametrize("cap", [0, -1])
+def test_a_run_config_max_concurrent_stages_below_one_is_refused_naming_workflow_and_field(
+    cap, io_manager, instance, llm
+):
+    wf = _fan_out("capcheck", ["cc-a"], rows=2)
+    result = materialize(
+        wf,
+        io_manager,
+        instance,
+        resource=_resource(llm),
+        execution="concurrent",
+        run_config={"ops": {"capcheck__stages": {"config": {"max_concurrent_stages": cap}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    message = result.failure_data_for_node("capcheck__stages").error.message
+    assert (
+        f"workflow 'capcheck': run config max_concurrent_stages must be a whole number >= 1 (or unset), got {cap}"
+        in message
+    ), message
+    assert "ThreadPoolExecutor" not in message and "max_workers" not in message
+    assert result.get_asset_materialization_events() == [] and llm.count() == 0
