@@ -89,6 +89,7 @@ class ConcurrentWorkflowRun:
         published: set[str] = set()
         failed: dict[str, str] = {}
         skipped: dict[str, str] = {}
+        spend: dict[str, dict[str, Any]] = {}  # what each failed stage spent (failure metadata)
         pool = ThreadPoolExecutor(max_workers=cap, thread_name_prefix=f"dd-assets-{self.workflow.name}")
         try:
             while pending or running:
@@ -113,6 +114,9 @@ class ConcurrentWorkflowRun:
                     run.close()
                     failed[name] = error
                     self.context.log.error(f"{self.where}, stage {name!r} failed: {error}")
+                    spend[name], observation = run.spend_of_failure()
+                    if observation is not None:
+                        yield observation
                     continue
                 try:
                     yield output  # Dagster publishes the stage and records its materialization here
@@ -135,7 +139,8 @@ class ConcurrentWorkflowRun:
                 description=f"{self.where}: {len(failed)} stage(s) failed"
                 + (f", {len(skipped)} not run" if skipped else "")
                 + f" ({len(published)} published). "
-                + "; ".join(lines)
+                + "; ".join(lines),
+                metadata=_failed_spend_metadata(spend),
             )
 
     def _upstream_stages(self, name: str) -> list[str]:
@@ -172,3 +177,20 @@ class ConcurrentWorkflowRun:
             return external_values[key]
         reconcile_if_idle(self.io_manager, self.workflow.name, dep, key, self.context.instance, self.context.log)
         return self.io_manager.read_stage(self.workflow.name, dep)
+
+
+def _failed_spend_metadata(spend: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The failure metadata of a concurrent step: what each failed stage spent, and the sum over them."""
+    spend = {name: metadata for name, metadata in spend.items() if metadata}
+    if not spend:
+        return {}
+    by_stage = {name: {k.removeprefix("dd_assets/"): v.value for k, v in m.items()} for name, m in spend.items()}
+    metadata: dict[str, Any] = {"dd_assets/failed_stages_spend": dg.MetadataValue.json(by_stage)}
+    for key in ("input_tokens", "output_tokens", "health_check_tokens"):
+        metadata[f"dd_assets/{key}"] = dg.MetadataValue.int(sum(s.get(key, 0) for s in by_stage.values()))
+    for key in ("cost_usd", "health_check_cost_usd"):
+        if any(key in s for s in by_stage.values()):
+            metadata[f"dd_assets/{key}"] = dg.MetadataValue.float(
+                round(sum(s.get(key, 0.0) for s in by_stage.values()), 6)
+            )
+    return metadata

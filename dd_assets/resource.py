@@ -47,7 +47,7 @@ from dd_assets.secrets import (
     require_env_var_name,
     resolve_env_var,
 )
-from dd_assets.stage_context import CURRENT_STAGE
+from dd_assets.stage_context import CURRENT_STAGE, IN_HEALTH_CHECK
 from dd_assets.stage_guard import (
     DEFAULT_STALL_TIMEOUT_S,
     GuardedModelClient,
@@ -243,7 +243,11 @@ class SharedModelRegistry(ModelRegistry):
     def run_health_check(self, model_aliases: list[str]) -> None:
         todo = self._aliases_to_check(model_aliases)
         if todo:
-            super().run_health_check(todo)
+            token = IN_HEALTH_CHECK.set(True)
+            try:
+                super().run_health_check(todo)
+            finally:
+                IN_HEALTH_CHECK.reset(token)
             with self._lock:
                 self._healthy_aliases.update(todo)
 
@@ -262,7 +266,11 @@ class SharedModelRegistry(ModelRegistry):
                     todo.append(alias)
         try:
             if todo:
-                await super().arun_health_check(todo)
+                token = IN_HEALTH_CHECK.set(True)
+                try:
+                    await super().arun_health_check(todo)
+                finally:
+                    IN_HEALTH_CHECK.reset(token)
                 with self._lock:
                     self._healthy_aliases.update(todo)
         except BaseException as exc:

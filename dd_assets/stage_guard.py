@@ -42,7 +42,7 @@ from data_designer.engine.context import current_run_cancel_event
 from data_designer.engine.models.clients.base import ModelClient
 from data_designer.engine.models.clients.errors import ProviderError, ProviderErrorKind, SyncClientUnavailableError
 
-from dd_assets.stage_context import CURRENT_STAGE
+from dd_assets.stage_context import CURRENT_STAGE, IN_HEALTH_CHECK
 
 logger = logging.getLogger(__name__)
 
@@ -414,7 +414,7 @@ class GuardedModelClient(ModelClient):
     def _guarded(self, send: Callable[[], _T]) -> _T:
         guard = current_guard()
         if guard is None:
-            return send()
+            return count_health_check(send(), self.call)
         started_clock = guard.before_attempt(self.call)
         try:
             result = send()
@@ -425,12 +425,12 @@ class GuardedModelClient(ModelClient):
             guard.after_attempt(self.call, exc)
             raise
         guard.after_attempt(self.call, None)
-        return result
+        return count_health_check(result, self.call)
 
     async def _aguarded(self, send: Callable[[], Awaitable[_T]]) -> _T:
         guard = current_guard()
         if guard is None:
-            return await send()
+            return count_health_check(await send(), self.call)
         guard.before_attempt(self.call)
         try:
             result = await send()
@@ -438,7 +438,20 @@ class GuardedModelClient(ModelClient):
             guard.after_attempt(self.call, exc)
             raise
         guard.after_attempt(self.call, None)
-        return result
+        return count_health_check(result, self.call)
+
+
+def count_health_check(response: _T, call: ModelCall) -> _T:
+    """Add a health check's tokens to the current stage's usage (Data Designer does not track them)."""
+    stage = CURRENT_STAGE.get()
+    usage = getattr(response, "usage", None)
+    if stage is not None and IN_HEALTH_CHECK.get():
+        stage.usage.extend_health_check(
+            call.model,
+            input_tokens=getattr(usage, "input_tokens", None) or 0,
+            output_tokens=getattr(usage, "output_tokens", None) or 0,
+        )
+    return response
 
 
 class SchedulerStartSink:
