@@ -53,6 +53,7 @@ from dd_assets.stage_guard import (
     GuardedModelClient,
     ModelCall,
     SchedulerStartSink,
+    current_guard,
     refused_by_a_guard,
 )
 from dd_assets.stage_models import used_model_configs
@@ -255,6 +256,9 @@ class SharedModelRegistry(ModelRegistry):
         # Stages starting together must not each check an alias: the first checks it, the others wait for that
         # check (all of them run on Data Designer's one event loop).
         loop = asyncio.get_running_loop()
+        guard, task = current_guard(), asyncio.current_task()
+        if guard is not None and task is not None:
+            guard.cancel_on_stop(loop, task)  # the stall deadline covers the health check (no scheduler runs yet)
         todo, waits = [], []
         with self._lock:
             for alias in self._aliases_to_check(model_aliases):

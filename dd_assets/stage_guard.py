@@ -17,9 +17,10 @@ How it stops (Data Designer 0.9, read in ``engine/models/clients/model_request_e
   ``ModelRequestExecutor``, so each retry is seen and, once the stage is stopped, refused before it is sent. The
   refusal is a retryable error, so Data Designer keeps the cell for later instead of dropping its row into a batch
   that would then be written short;
-- the stage's scheduler run (found by a scheduler event sink when it starts) is cancelled on Data Designer's event
-  loop, as Data Designer itself does on Ctrl-C, and Data Designer's own cancel flag of that run is set (the watchdog
-  sends the cancel again should Python lose it). Finished batches are already on disk; the batches in progress are
+- the stage's scheduler run (found by a scheduler event sink when it starts) and its model health check (which runs
+  before the scheduler, as its own task) are cancelled on Data Designer's event loop, as Data Designer itself does
+  on Ctrl-C, and Data Designer's own cancel flag of that run is set (the watchdog sends the cancel again should
+  Python lose it). Finished batches are already on disk; the batches in progress are
   discarded, so the next materialization resumes exactly the unfinished ones.
 
 The guard of the current stage is reached through :data:`dd_assets.stage_context.CURRENT_STAGE`, so stages running
@@ -169,8 +170,9 @@ class StageGuard:
             self._schedulers.clear()
 
     # --- hooks called on Data Designer's side -------------------------------------------------------
-    def scheduler_started(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
-        """A generation of this stage started on Data Designer's loop: the task to cancel when stopping."""
+    def cancel_on_stop(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
+        """A task of this stage waiting on a provider (a generation's scheduler run, a health check) started on
+        Data Designer's loop: the task to cancel when stopping, so no wait outlasts the stall deadline."""
         with self._lock:
             self._schedulers.append((loop, task))
             cancel = self._cancelled
@@ -466,7 +468,7 @@ class SchedulerStartSink:
             return
         task = asyncio.current_task()
         if task is not None:
-            guard.scheduler_started(asyncio.get_running_loop(), task)
+            guard.cancel_on_stop(asyncio.get_running_loop(), task)
 
 
 def read_tokens_spent(work_dir: Path) -> int:

@@ -293,3 +293,40 @@ def test_finished_work_is_published_even_when_earlier_runs_spent_the_budget(io_m
     )
     assert rerun.success and _generation_prompts(llm) == []
     assert metadata_of(rerun, ["guard", "write"])["dagster/row_count"] == RECORDS
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A provider endpoint that accepts connections (the kernel's listen backlog) and never answers."""
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("execution", ["per_stage", "concurrent"])
+def test_a_provider_that_accepts_connections_and_never_answers_fails_at_the_deadline_even_in_its_health_check(
+    execution, silent_endpoint, io_manager, instance, llm_resource
+):
+    provider = {**llm_resource.model_providers[0], "endpoint": silent_endpoint}
+    resource = DataDesignerResource(model_providers=[provider], run_config={"buffer_size": BATCH})
+    started = time.monotonic()
+    result = materialize(
+        _workflow(stall_timeout_s=3.0),
+        io_manager,
+        instance,
+        resource=resource,
+        raise_on_error=False,
+        execution=execution,
+    )
+    elapsed = time.monotonic() - started
+    message = failure_message(result, "guard", "write", execution)
+    assert not result.success
+    assert "stalled: no model request succeeded for 3." in message and "stall_timeout_s=3" in message, message
+    assert "no answer yet" in message
+    assert elapsed < 3.0 + 8.0, elapsed  # the deadline and the run's own overhead, not the 60 s HTTP timeout
