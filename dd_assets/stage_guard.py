@@ -5,8 +5,8 @@ rate-limited cells for later and retries them without end. And nothing stops a s
 than intended. A :class:`StageGuard` watches one stage run's model calls and stops the stage when
 
 - **it stalls**: its model calls have been waiting ``stall_timeout_s`` with no success: a request in flight waits,
-  and so does a record rate-limited with 429 (Data Designer retries those without end); a success restarts the
-  clock, or
+  and so does a record rate-limited with 429 (Data Designer retries those without end) or one whose request got no
+  answer at all (a refused connection, a timeout: a provider that died); a success restarts the clock, or
 - **it passes its budget**: the tokens it used, with those of earlier runs of the same unfinished work (kept in
   the work directory), exceed ``token_budget``.
 
@@ -57,8 +57,12 @@ SPENT_FILE = "tokens_spent.json"
 
 STILL_WAITING = {ProviderErrorKind.RATE_LIMIT, ProviderErrorKind.REQUEST_ADMISSION_TIMEOUT}
 """Failures Data Designer retries without end (its "preserved retryable" errors): the cell still waits for an answer,
-so they keep the stall clock running between attempts. After any other failure the clock runs only while requests
-are in flight (Data Designer retries timeouts and 5xx a few times, then drops the record)."""
+so they keep the stall clock running between attempts. After a failure the provider answered (a 5xx, a 400) the
+clock runs only while requests are in flight (Data Designer retries those a few times, then drops the record)."""
+NOTHING_ANSWERED = {ProviderErrorKind.API_CONNECTION, ProviderErrorKind.TIMEOUT}
+"""Failures without an HTTP status: the provider answered nothing (refused or dropped connections, no answer in
+time). A provider that died makes Data Designer defer such rows to salvage rounds and retry them; the clock keeps
+running through them, so a dead provider fails the stage at its deadline as a stall."""
 RECANCEL_AFTER_S = 5.0
 SPENT_WRITE_EVERY_S = 2.0
 
@@ -238,8 +242,8 @@ class StageGuard:
             self._failures_since_success += 1
             self._last_call = call
             self._last_error = describe_error(error)
-            if not still_waiting(error) and not self._in_flight:
-                self._waiting_since = None  # Data Designer retries it a few times at most: no endless wait
+            if not still_waiting(error) and not nothing_answered(error) and not self._in_flight:
+                self._waiting_since = None  # the provider answered; Data Designer retries a few times at most
 
     def add_tokens(self, tokens: int) -> None:
         """Count a response's tokens; past the budget, stop the stage."""
@@ -354,6 +358,11 @@ class StageGuard:
 def still_waiting(error: BaseException) -> bool:
     """Whether Data Designer retries after this failure without end (so the cell still waits for an answer)."""
     return isinstance(error, ProviderError) and error.kind in STILL_WAITING
+
+
+def nothing_answered(error: BaseException) -> bool:
+    """Whether the provider answered nothing at all (no HTTP status): a connection error or a timeout."""
+    return isinstance(error, ProviderError) and error.kind in NOTHING_ANSWERED and error.status_code is None
 
 
 def describe_error(error: BaseException) -> str:
