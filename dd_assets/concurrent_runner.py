@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,11 @@ from dd_assets.io_manager import StageParquetIOManager
 from dd_assets.resource import DataDesignerResource
 from dd_assets.secrets import redact
 from dd_assets.spec import Stage, Workflow
+from dd_assets.stage_guard import DRAIN_GRACE_S
 from dd_assets.stage_runner import StageFailure, StageRun, StageRunConfig
+
+STOP_GRACE_S = DRAIN_GRACE_S
+"""How long a step that ends early waits for its stopped stages to end (they send no request meanwhile)."""
 
 
 class WorkflowRunConfig(dg.Config):
@@ -91,6 +95,9 @@ class ConcurrentWorkflowRun:
         skipped: dict[str, str] = {}
         spend: dict[str, dict[str, Any]] = {}  # what each failed stage spent (failure metadata)
         pool = ThreadPoolExecutor(max_workers=cap, thread_name_prefix=f"dd-assets-{self.workflow.name}")
+        futures: dict[str, Future] = {}
+        stopping: str | None = None  # why the step ends early (terminated, a failed publish): the stages still
+        # generating stop too, since nothing they generate could be published by this step
         try:
             while pending or running:
                 for name in list(pending):
@@ -105,11 +112,12 @@ class ConcurrentWorkflowRun:
                     if all(u in published or u not in selected for u in self._upstream_stages(name)):
                         pending.remove(name)
                         running[name] = self._stage_run(name)
-                        pool.submit(self._work, name, running[name], external_values)
+                        futures[name] = pool.submit(self._work, name, running[name], external_values)
                 if not running:
                     break  # nothing left can start
                 name, output, error = self._finished.get()
                 run = running.pop(name)
+                futures.pop(name, None)
                 if error is not None:
                     run.close()
                     failed[name] = error
@@ -129,10 +137,24 @@ class ConcurrentWorkflowRun:
                     if dg.AssetCheckKey(result.asset_key, result.check_name) in selected_checks
                 )
                 published.add(name)
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)):
+                stopping = "the run was terminated"
+            elif isinstance(exc, GeneratorExit):  # Dagster abandons the step: publishing an output failed
+                stopping = "the step ended before the stage could be published"
+            else:
+                stopping = f"the step failed ({type(exc).__name__})"
+            raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            for run in running.values():
-                run.close()
+            if stopping is not None:
+                self._stop_running(running, futures, stopping)
+            pool.shutdown(wait=stopping is None, cancel_futures=True)
+            for name, run in running.items():
+                future = futures.get(name)
+                if future is None or future.done():
+                    run.close()
+                else:  # still unwinding past the grace: its worker releases the stage's lock when it ends
+                    future.add_done_callback(lambda _, run=run: run.close())
         if failed or skipped:
             lines = [f"stage {name!r}: {reason}" for name, reason in {**failed, **skipped}.items()]
             raise StageFailure(
@@ -142,6 +164,17 @@ class ConcurrentWorkflowRun:
                 + "; ".join(lines),
                 metadata=_failed_spend_metadata(spend),
             )
+
+    def _stop_running(self, running: dict[str, StageRun], futures: dict[str, Future], reason: str) -> None:
+        """Stop every running stage's generation (its guard refuses further requests and cancels Data Designer's
+        scheduler; finished batches stay for resume), then wait at most the drain grace for them to end."""
+        for run in running.values():
+            run.interrupt(reason)
+        self.context.log.warning(
+            f"{self.where}: {reason}; stopping {len(running)} running stage(s)"
+            + (f" ({', '.join(map(repr, running))})" if running else "")
+        )
+        wait([futures[name] for name in running if name in futures], timeout=STOP_GRACE_S)
 
     def _upstream_stages(self, name: str) -> list[str]:
         return self.plans[name].stage.upstream_stage_names

@@ -118,6 +118,7 @@ class StageRun:
     _work_was_new: bool = True
     _model_usage: dict[str, Any] = field(default_factory=dict)
     _progress: StageProgress | None = None
+    _interrupted: str | None = None
 
     def __post_init__(self) -> None:
         self.partition: str | None = None
@@ -205,6 +206,14 @@ class StageRun:
         assert self._lock is not None, "open() first"
         with running_stage(self.stage_context):
             return self._run_guarded(upstream_values, self._lock)
+
+    def interrupt(self, reason: str) -> None:
+        """Stop this stage from another thread: no further model request, Data Designer's run cancelled, finished
+        batches kept (a stage not yet generating stops before its first request)."""
+        self._interrupted = reason
+        guard = self.stage_context.guard
+        if guard is not None:
+            guard.stop(f"stopped: {reason}")
 
     def close(self) -> None:
         """Release the stage's lock; call it once Dagster has handled the output (or the run failed)."""
@@ -617,6 +626,8 @@ class StageRun:
         """Data Designer's ``create()`` under the stage's stall deadline and token budget (see stage_guard.py)."""
         artifacts_dir = work_dir / "artifacts"
         self.stage_context.guard = guard
+        if self._interrupted is not None:  # interrupt() ran before the guard was reachable
+            guard.stop(f"stopped: {self._interrupted}")
         guard.start()
         try:
             try:
@@ -639,6 +650,8 @@ class StageRun:
                     builder, num_records=num_records, dataset_name="artifacts", artifact_path=work_dir
                 )
         except BaseException as exc:
+            if guard.stop_reason is None and not isinstance(exc, Exception):
+                guard.stop("stopped: the run was interrupted")  # cancel Data Designer's run: no request after it
             if guard.stop_reason is None:
                 raise
             # A batch Data Designer salvaged while stopping may lack the records whose requests were refused: it is
