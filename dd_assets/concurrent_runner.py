@@ -33,6 +33,9 @@ STOP_GRACE_S = DRAIN_GRACE_S
 """How long a step that ends early waits for its stopped stages to end (they send no request meanwhile)."""
 
 
+RESUME_RETRY_TAG = "dagster/is_resume_retry"  # set by Dagster on a re-execution from failure (UI, GraphQL)
+
+
 class WorkflowRunConfig(dg.Config):
     """Per-run settings of a concurrently executed workflow (launchpad / ``--config``).
 
@@ -88,9 +91,10 @@ class ConcurrentWorkflowRun:
             )
         selected = [name for name, plan in self.plans.items() if plan.asset_key in self.context.selected_asset_keys]
         cap = cap or self.max_concurrent_stages or len(selected) or 1
-        pending = list(selected)
+        current = self._current_in_lineage(selected)
+        pending = [name for name in selected if name not in current]
         running: dict[str, StageRun] = {}
-        published: set[str] = set()
+        published: set[str] = set(current)  # downstream stages read them from storage
         failed: dict[str, str] = {}
         skipped: dict[str, str] = {}
         spend: dict[str, dict[str, Any]] = {}  # what each failed stage spent (failure metadata)
@@ -165,6 +169,73 @@ class ConcurrentWorkflowRun:
                 metadata=_failed_spend_metadata(spend),
             )
 
+    def _current_in_lineage(self, selected: list[str]) -> set[str]:
+        """In a re-execution from failure: the selected stages an earlier run of this lineage published and that are
+        still current (same code version, same upstream data versions, same run config). Dagster re-executes the
+        whole step, so without this every published stage would be generated, and paid for, again."""
+        run = self.context.run
+        if run.parent_run_id is None or not self._resumes_parent(run):
+            return set()
+        lineage: dict[str, dg.DagsterRun] = {}
+        parent_id: str | None = run.parent_run_id
+        while parent_id is not None and parent_id not in lineage:
+            parent = self.context.instance.get_run_by_id(parent_id)
+            if parent is None:
+                break
+            lineage[parent_id] = parent
+            parent_id = parent.parent_run_id
+        current: set[str] = set()
+        for name in selected:  # in dependency order
+            published_by = self._published_in_lineage(name, lineage, selected, current)
+            if published_by is not None:
+                current.add(name)
+                self.context.log.info(
+                    f"{self.where}: stage {name!r} is current (published by run {published_by} of this run's "
+                    "lineage, same code version, upstream data versions and run config); read, not generated again"
+                )
+        return current
+
+    def _resumes_parent(self, run: dg.DagsterRun) -> bool:
+        """Whether ``run`` re-executes its parent from failure (or a selection of its steps), not all of it: the
+        UI's resume tag, or an execution plan that carries the parent's execution state."""
+        if run.tags.get(RESUME_RETRY_TAG) == "true":
+            return True
+        try:
+            snapshot = self.context.instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        except Exception:  # noqa: BLE001 - no snapshot: treat it as a full re-execution
+            return False
+        known = getattr(snapshot, "initial_known_state", None)
+        return known is not None and getattr(known, "parent_state", None) is not None
+
+    def _published_in_lineage(
+        self, name: str, lineage: dict[str, dg.DagsterRun], selected: list[str], current: set[str]
+    ) -> str | None:
+        """The run of ``lineage`` whose published version of stage ``name`` is still current, else ``None``."""
+        plan = self.plans[name]
+        if any(isinstance(dep, dg.AssetKey) for dep in plan.stage.depends_on):
+            return None  # an external upstream's version is only known once it is loaded: generate again
+        if any(dep in selected and dep not in current for dep in plan.stage.upstream_stage_names):
+            return None  # an upstream is generated again in this run
+        try:
+            record = self.io_manager.read_record(self.workflow.name, name)
+            if not record or record.get("run_id") not in lineage or record.get("code_version") != plan.code_version:
+                return None
+            for dep, upstream in (record.get("upstream") or {}).items():
+                stored = self.io_manager.read_record(self.workflow.name, dep)
+                if not stored or stored.get("data_version") != upstream.get("data_version"):
+                    return None
+        except Exception:  # noqa: BLE001 - an unreadable record is not current; the stage run handles it
+            return None
+        run_id = record["run_id"]
+        if _stage_run_config(lineage[run_id], self.context.op_def.name, name) != _stage_run_config(
+            self.context.run, self.context.op_def.name, name
+        ):
+            return None
+        latest = self.context.instance.get_latest_materialization_event(plan.asset_key)
+        if latest is None or latest.run_id != run_id:
+            return None  # Dagster's record is not that version (the stage run reconciles it)
+        return run_id
+
     def _stop_running(self, running: dict[str, StageRun], futures: dict[str, Future], reason: str) -> None:
         """Stop every running stage's generation (its guard refuses further requests and cancels Data Designer's
         scheduler; finished batches stay for resume), then wait at most the drain grace for them to end."""
@@ -227,3 +298,9 @@ def _failed_spend_metadata(spend: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 round(sum(s.get(key, 0.0) for s in by_stage.values()), 6)
             )
     return metadata
+
+
+def _stage_run_config(run: dg.DagsterRun, op_name: str, stage: str) -> dict[str, Any]:
+    """A stage's run config (``num_records``, ``output_override``, ``token_budget``) in a run, defaults filled in."""
+    config = ((run.run_config or {}).get("ops", {}).get(op_name) or {}).get("config") or {}
+    return StageRunConfig(**(config.get("stages") or {}).get(stage, {})).model_dump()

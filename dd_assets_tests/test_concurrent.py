@@ -395,3 +395,47 @@ def test_terminating_a_run_stops_its_running_stages_within_the_grace(execution, 
         assert "workflow 'slow': the run was terminated; stopping 1 running stage(s) ('write')" in messages, output[
             -3000:
         ]
+
+
+def test_reexecution_from_failure_reads_published_stages_and_runs_only_the_failed_ones(tmp_path, llm, monkeypatch):
+    """a (LLM) published and b failed: re-executing from failure runs b alone; a is read, not paid for again."""
+    from dd_assets_tests.conftest import TEST_API_KEY_VALUE
+    from dd_assets_tests.fixtures import reexecution_project
+    from dd_assets_tests.llm_server import first_prompt_always
+
+    monkeypatch.setenv("DD_ASSETS_TEST_ENDPOINT", llm.endpoint)
+    monkeypatch.setenv("DD_ASSETS_BASE_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv(TEST_API_KEY_ENV, TEST_API_KEY_VALUE)
+    io_manager = StageParquetIOManager(base_dir=str(tmp_path / "data"))
+    job = dg.reconstructable(reexecution_project.job)
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        fault = first_prompt_always(llm, (500, {"error": {"message": "server error"}}))
+        llm.fault = lambda prompt: fault(prompt) if prompt.startswith("Second") else None
+        first = dg.execute_job(job, instance=instance)
+        assert not first.success
+        assert llm.count("generation", "rx-a") == reexecution_project.ROWS
+        published = {name: io_manager.read_record("reexec", name)["version"] for name in ("seed", "a")}
+        assert io_manager.read_record("reexec", "b") is None
+
+        llm.reset()
+        again = dg.execute_job(
+            job, instance=instance, reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance)
+        )
+        assert again.success
+        assert llm.count("generation", "rx-a") == 0  # a is not paid for again ...
+        assert {name: io_manager.read_record("reexec", name)["version"] for name in ("seed", "a")} == published
+        materialized = {e.asset_key.path[-1] for e in again.get_asset_materialization_events()}
+        assert materialized == {"b"}  # ... nor re-materialized: only the failed stage ran
+        assert io_manager.read_stage("reexec", "b").num_rows == reexecution_project.ROWS
+        b = io_manager.read_record("reexec", "b")
+        assert b["upstream"]["a"]["data_version"] == io_manager.read_record("reexec", "a")["data_version"]
+        messages = [e.user_message for e in instance.all_logs(again.run_id)]
+        assert any("stage 'a' is current" in m for m in messages), messages
+
+        # re-executing everything (not from failure) regenerates as asked
+        llm.reset()
+        everything = dg.execute_job(
+            job, instance=instance, reexecution_options=dg.ReexecutionOptions(parent_run_id=again.run_id)
+        )
+        assert everything.success and llm.count("generation", "rx-a") == reexecution_project.ROWS
