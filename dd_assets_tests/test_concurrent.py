@@ -439,3 +439,34 @@ def test_reexecution_from_failure_reads_published_stages_and_runs_only_the_faile
             job, instance=instance, reexecution_options=dg.ReexecutionOptions(parent_run_id=again.run_id)
         )
         assert everything.success and llm.count("generation", "rx-a") == reexecution_project.ROWS
+
+
+def test_reexecution_from_failure_generates_again_a_stage_whose_code_changed(tmp_path, llm, monkeypatch):
+    """Published by the failed run, then edited: not current any more, so it and its downstream run again."""
+    from dd_assets_tests.conftest import TEST_API_KEY_VALUE
+    from dd_assets_tests.fixtures import reexecution_project
+    from dd_assets_tests.llm_server import first_prompt_always
+
+    monkeypatch.setenv("DD_ASSETS_TEST_ENDPOINT", llm.endpoint)
+    monkeypatch.setenv("DD_ASSETS_BASE_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv(TEST_API_KEY_ENV, TEST_API_KEY_VALUE)
+    io_manager = StageParquetIOManager(base_dir=str(tmp_path / "data"))
+    job = dg.reconstructable(reexecution_project.job_before_edit)
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        fault = first_prompt_always(llm, (500, {"error": {"message": "server error"}}))
+        llm.fault = lambda prompt: fault(prompt) if prompt.startswith("Second") else None
+        first = dg.execute_job(job, instance=instance)
+        assert not first.success
+        before = io_manager.read_record("reexec", "a")["version"]
+
+        llm.reset()
+        again = dg.execute_job(
+            dg.reconstructable(reexecution_project.job_after_edit),
+            instance=instance,
+            reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance),
+        )
+        assert again.success
+        assert llm.count("generation", "rx-a") == reexecution_project.ROWS
+        assert io_manager.read_record("reexec", "a")["version"] != before
+        assert {e.asset_key.path[-1] for e in again.get_asset_materialization_events()} == {"a", "b"}
