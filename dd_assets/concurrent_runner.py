@@ -31,8 +31,6 @@ from dd_assets.stage_runner import StageFailure, StageRun, StageRunConfig
 
 STOP_GRACE_S = DRAIN_GRACE_S
 """How long a step that ends early waits for its stopped stages to end (they send no request meanwhile)."""
-
-
 RESUME_RETRY_TAG = "dagster/is_resume_retry"  # set by Dagster on a re-execution from failure (UI, GraphQL)
 
 
@@ -164,7 +162,7 @@ class ConcurrentWorkflowRun:
             raise StageFailure(
                 description=f"{self.where}: {len(failed)} stage(s) failed"
                 + (f", {len(skipped)} not run" if skipped else "")
-                + f" ({len(published)} published). "
+                + f" ({len(published - current)} published). "
                 + "; ".join(lines),
                 metadata=_failed_spend_metadata(spend),
             )
@@ -239,11 +237,12 @@ class ConcurrentWorkflowRun:
     def _stop_running(self, running: dict[str, StageRun], futures: dict[str, Future], reason: str) -> None:
         """Stop every running stage's generation (its guard refuses further requests and cancels Data Designer's
         scheduler; finished batches stay for resume), then wait at most the drain grace for them to end."""
+        if not running:
+            return
         for run in running.values():
             run.interrupt(reason)
         self.context.log.warning(
-            f"{self.where}: {reason}; stopping {len(running)} running stage(s)"
-            + (f" ({', '.join(map(repr, running))})" if running else "")
+            f"{self.where}: {reason}; stopping {len(running)} running stage(s) ({', '.join(map(repr, running))})"
         )
         wait([futures[name] for name in running if name in futures], timeout=STOP_GRACE_S)
 

@@ -171,7 +171,7 @@ class StageRun:
         try:
             try:
                 output = self.produce(upstream_values)
-            except BaseException as exc:
+            except Exception as exc:  # an interrupt ends the step at once; its tokens stay in the work folder
                 metadata, observation = self.spend_of_failure()
                 if observation is not None:
                     yield observation
