@@ -37,27 +37,44 @@ def price_for(prices: dict[str, dict[str, float]], model: str, aliases: list[str
 
 
 def stage_cost(
-    model_usage: dict[str, dict[str, int]], prices: dict[str, dict[str, float]], builder: DataDesignerConfigBuilder
+    model_usage: dict[str, dict[str, int]],
+    prices: dict[str, dict[str, float]],
+    builder: DataDesignerConfigBuilder,
+    health_checks: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Tokens and cost of one stage run: ``input_tokens``, ``output_tokens``, ``cost_usd`` (priced models only)
-    and ``unpriced`` (models used without a price)."""
+    and ``unpriced`` (models used without a price) of its generation requests, and ``health_check_tokens`` and
+    ``health_check_cost_usd`` of the health checks it ran."""
     aliases_by_model: dict[str, list[str]] = {}
     for config in builder.model_configs:
         aliases_by_model.setdefault(config.model, []).append(config.alias)
-    input_tokens = output_tokens = 0
-    cost = 0.0
-    unpriced = []
-    for model, usage in sorted(model_usage.items()):
-        tokens_in, tokens_out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
-        input_tokens += tokens_in
-        output_tokens += tokens_out
-        price = price_for(prices, model, aliases_by_model.get(model, []))
-        if price is None:
-            if tokens_in or tokens_out:
-                unpriced.append(model)
-            continue
-        cost += tokens_in / 1e6 * price["input"] + tokens_out / 1e6 * price["output"]
-    return {"input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost, "unpriced": unpriced}
+    unpriced: list[str] = []
+
+    def priced(usage_by_model: dict[str, dict[str, int]]) -> tuple[int, int, float]:
+        input_tokens = output_tokens = 0
+        cost = 0.0
+        for model, usage in sorted(usage_by_model.items()):
+            tokens_in, tokens_out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+            input_tokens += tokens_in
+            output_tokens += tokens_out
+            price = price_for(prices, model, aliases_by_model.get(model, []))
+            if price is None:
+                if (tokens_in or tokens_out) and model not in unpriced:
+                    unpriced.append(model)
+                continue
+            cost += tokens_in / 1e6 * price["input"] + tokens_out / 1e6 * price["output"]
+        return input_tokens, output_tokens, cost
+
+    input_tokens, output_tokens, cost = priced(model_usage)
+    check_in, check_out, check_cost = priced(health_checks or {})
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cost_usd": cost,
+        "unpriced": unpriced,
+        "health_check_tokens": check_in + check_out,
+        "health_check_cost_usd": check_cost,
+    }
 
 
 def cost_metadata(cost: dict[str, Any], priced: bool) -> dict[str, Any]:
@@ -66,20 +83,38 @@ def cost_metadata(cost: dict[str, Any], priced: bool) -> dict[str, Any]:
         "dd_assets/input_tokens": dg.MetadataValue.int(cost["input_tokens"]),
         "dd_assets/output_tokens": dg.MetadataValue.int(cost["output_tokens"]),
     }
+    if cost.get("health_check_tokens"):
+        metadata["dd_assets/health_check_tokens"] = dg.MetadataValue.int(cost["health_check_tokens"])
     if priced:
         metadata["dd_assets/cost_usd"] = dg.MetadataValue.float(round(cost["cost_usd"], 6))
+        if cost.get("health_check_tokens"):
+            metadata["dd_assets/health_check_cost_usd"] = dg.MetadataValue.float(
+                round(cost["health_check_cost_usd"], 6)
+            )
         if cost["unpriced"]:
             metadata["dd_assets/unpriced_models"] = dg.MetadataValue.text(", ".join(cost["unpriced"]))
     return metadata
 
 
+def total_cost(cost: dict[str, Any]) -> float:
+    """What a stage run cost: its generation requests and its health checks."""
+    return cost["cost_usd"] + cost.get("health_check_cost_usd", 0.0)
+
+
+RUN_TOTAL_KEYS = ("dd_assets/cost_usd", "dd_assets/health_check_cost_usd")
+
+
 def run_total_cost(instance: dg.DagsterInstance, run_id: str) -> float:
-    """The sum of ``dd_assets/cost_usd`` over the materializations this run has recorded so far."""
-    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+    """What this run has spent so far: the cost of every stage it published (materializations) and of every stage
+    that failed after making requests (the observation a failed stage records), health checks included."""
     total = 0.0
-    for record in records:
-        materialization = record.event_log_entry.asset_materialization
-        value = materialization.metadata.get("dd_assets/cost_usd") if materialization else None
-        if value is not None:
-            total += float(value.value)
+    for event_type in (dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_OBSERVATION):
+        for record in instance.get_records_for_run(run_id, of_type=event_type).records:
+            event = record.event_log_entry.dagster_event
+            data = event.event_specific_data if event is not None else None
+            entry = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
+            for key in RUN_TOTAL_KEYS:
+                value = entry.metadata.get(key) if entry is not None else None
+                if value is not None:
+                    total += float(value.value)
     return total

@@ -52,12 +52,13 @@ from dd_assets.secrets import (
     resolve_env_var,
     resolve_named_credentials,
 )
-from dd_assets.stage_context import CURRENT_STAGE
+from dd_assets.stage_context import CURRENT_STAGE, IN_HEALTH_CHECK
 from dd_assets.stage_guard import (
     DEFAULT_STALL_TIMEOUT_S,
     GuardedModelClient,
     ModelCall,
     SchedulerStartSink,
+    current_guard,
     refused_by_a_guard,
 )
 from dd_assets.stage_models import used_model_configs
@@ -248,7 +249,11 @@ class SharedModelRegistry(ModelRegistry):
     def run_health_check(self, model_aliases: list[str]) -> None:
         todo = self._aliases_to_check(model_aliases)
         if todo:
-            super().run_health_check(todo)
+            token = IN_HEALTH_CHECK.set(True)
+            try:
+                super().run_health_check(todo)
+            finally:
+                IN_HEALTH_CHECK.reset(token)
             with self._lock:
                 self._healthy_aliases.update(todo)
 
@@ -256,6 +261,9 @@ class SharedModelRegistry(ModelRegistry):
         # Stages starting together must not each check an alias: the first checks it, the others wait for that
         # check (all of them run on Data Designer's one event loop).
         loop = asyncio.get_running_loop()
+        guard, task = current_guard(), asyncio.current_task()
+        if guard is not None and task is not None:
+            guard.cancel_on_stop(loop, task)  # the stall deadline covers the health check (no scheduler runs yet)
         todo, waits = [], []
         with self._lock:
             for alias in self._aliases_to_check(model_aliases):
@@ -267,7 +275,11 @@ class SharedModelRegistry(ModelRegistry):
                     todo.append(alias)
         try:
             if todo:
-                await super().arun_health_check(todo)
+                token = IN_HEALTH_CHECK.set(True)
+                try:
+                    await super().arun_health_check(todo)
+                finally:
+                    IN_HEALTH_CHECK.reset(token)
                 with self._lock:
                     self._healthy_aliases.update(todo)
         except BaseException as exc:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_designer.engine.models.usage import ModelUsageStats
+from data_designer.engine.models.usage import ModelUsageStats, RequestUsageStats, TokenUsageStats
 
 
 class StageUsageMeter:
@@ -24,16 +24,32 @@ class StageUsageMeter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_model: dict[str, ModelUsageStats] = {}
+        self._health_checks: dict[str, ModelUsageStats] = {}
 
     def extend(self, model_name: str, **usage: Any) -> None:
         """Add one request's usage (the keyword arguments of ``ModelUsageStats.extend``)."""
         with self._lock:
             self._by_model.setdefault(model_name, ModelUsageStats()).extend(**usage)
 
-    def as_dict(self) -> dict[str, dict[str, int]]:
-        """Tokens and requests per model, JSON-ready."""
+    def extend_health_check(self, model_name: str, input_tokens: int, output_tokens: int) -> None:
+        """Add one health-check request (Data Designer does not track those, but the provider bills them)."""
         with self._lock:
-            stats = {name: usage.model_copy(deep=True) for name, usage in self._by_model.items()}
+            self._health_checks.setdefault(model_name, ModelUsageStats()).extend(
+                token_usage=TokenUsageStats(input_tokens=input_tokens, output_tokens=output_tokens),
+                request_usage=RequestUsageStats(successful_requests=1, failed_requests=0),
+            )
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        """Tokens and requests per model of the stage's generation requests, JSON-ready."""
+        return self._summary(self._by_model)
+
+    def health_checks_as_dict(self) -> dict[str, dict[str, int]]:
+        """Tokens and requests per model of the health checks this stage ran, JSON-ready."""
+        return self._summary(self._health_checks)
+
+    def _summary(self, by_model: dict[str, ModelUsageStats]) -> dict[str, dict[str, int]]:
+        with self._lock:
+            stats = {name: usage.model_copy(deep=True) for name, usage in by_model.items()}
         return {
             name: {
                 "input_tokens": usage.token_usage.input_tokens,
@@ -57,6 +73,8 @@ class StageContext:
 
 
 CURRENT_STAGE: contextvars.ContextVar[StageContext | None] = contextvars.ContextVar("dd_assets_stage", default=None)
+IN_HEALTH_CHECK: contextvars.ContextVar[bool] = contextvars.ContextVar("dd_assets_health_check", default=False)
+"""True while a model health check runs (its requests are billed like any other, so the stage counts them)."""
 
 
 @contextlib.contextmanager

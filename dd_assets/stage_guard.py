@@ -5,8 +5,8 @@ rate-limited cells for later and retries them without end. And nothing stops a s
 than intended. A :class:`StageGuard` watches one stage run's model calls and stops the stage when
 
 - **it stalls**: its model calls have been waiting ``stall_timeout_s`` with no success: a request in flight waits,
-  and so does a record rate-limited with 429 (Data Designer retries those without end); a success restarts the
-  clock, or
+  and so does a record rate-limited with 429 (Data Designer retries those without end) or one whose request got no
+  answer at all (a refused connection, a timeout: a provider that died); a success restarts the clock, or
 - **it passes its budget**: the tokens it used, with those of earlier runs of the same unfinished work (kept in
   the work directory), exceed ``token_budget``.
 
@@ -17,9 +17,10 @@ How it stops (Data Designer 0.9, read in ``engine/models/clients/model_request_e
   ``ModelRequestExecutor``, so each retry is seen and, once the stage is stopped, refused before it is sent. The
   refusal is a retryable error, so Data Designer keeps the cell for later instead of dropping its row into a batch
   that would then be written short;
-- the stage's scheduler run (found by a scheduler event sink when it starts) is cancelled on Data Designer's event
-  loop, as Data Designer itself does on Ctrl-C, and Data Designer's own cancel flag of that run is set (the watchdog
-  sends the cancel again should Python lose it). Finished batches are already on disk; the batches in progress are
+- the stage's scheduler run (found by a scheduler event sink when it starts) and its model health check (which runs
+  before the scheduler, as its own task) are cancelled on Data Designer's event loop, as Data Designer itself does
+  on Ctrl-C, and Data Designer's own cancel flag of that run is set (the watchdog sends the cancel again should
+  Python lose it). Finished batches are already on disk; the batches in progress are
   discarded, so the next materialization resumes exactly the unfinished ones.
 
 The guard of the current stage is reached through :data:`dd_assets.stage_context.CURRENT_STAGE`, so stages running
@@ -42,7 +43,7 @@ from data_designer.engine.context import current_run_cancel_event
 from data_designer.engine.models.clients.base import ModelClient
 from data_designer.engine.models.clients.errors import ProviderError, ProviderErrorKind, SyncClientUnavailableError
 
-from dd_assets.stage_context import CURRENT_STAGE
+from dd_assets.stage_context import CURRENT_STAGE, IN_HEALTH_CHECK
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,12 @@ SPENT_FILE = "tokens_spent.json"
 
 STILL_WAITING = {ProviderErrorKind.RATE_LIMIT, ProviderErrorKind.REQUEST_ADMISSION_TIMEOUT}
 """Failures Data Designer retries without end (its "preserved retryable" errors): the cell still waits for an answer,
-so they keep the stall clock running between attempts. After any other failure the clock runs only while requests
-are in flight (Data Designer retries timeouts and 5xx a few times, then drops the record)."""
+so they keep the stall clock running between attempts. After a failure the provider answered (a 5xx, a 400) the
+clock runs only while requests are in flight (Data Designer retries those a few times, then drops the record)."""
+NOTHING_ANSWERED = {ProviderErrorKind.API_CONNECTION, ProviderErrorKind.TIMEOUT}
+"""Failures without an HTTP status: the provider answered nothing (refused or dropped connections, no answer in
+time). A provider that died makes Data Designer defer such rows to salvage rounds and retry them; the clock keeps
+running through them, so a dead provider fails the stage at its deadline as a stall."""
 RECANCEL_AFTER_S = 5.0
 SPENT_WRITE_EVERY_S = 2.0
 
@@ -169,8 +174,9 @@ class StageGuard:
             self._schedulers.clear()
 
     # --- hooks called on Data Designer's side -------------------------------------------------------
-    def scheduler_started(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
-        """A generation of this stage started on Data Designer's loop: the task to cancel when stopping."""
+    def cancel_on_stop(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
+        """A task of this stage waiting on a provider (a generation's scheduler run, a health check) started on
+        Data Designer's loop: the task to cancel when stopping, so no wait outlasts the stall deadline."""
         with self._lock:
             self._schedulers.append((loop, task))
             cancel = self._cancelled
@@ -236,8 +242,8 @@ class StageGuard:
             self._failures_since_success += 1
             self._last_call = call
             self._last_error = describe_error(error)
-            if not still_waiting(error) and not self._in_flight:
-                self._waiting_since = None  # Data Designer retries it a few times at most: no endless wait
+            if not still_waiting(error) and not nothing_answered(error) and not self._in_flight:
+                self._waiting_since = None  # the provider answered; Data Designer retries a few times at most
 
     def add_tokens(self, tokens: int) -> None:
         """Count a response's tokens; past the budget, stop the stage."""
@@ -354,6 +360,11 @@ def still_waiting(error: BaseException) -> bool:
     return isinstance(error, ProviderError) and error.kind in STILL_WAITING
 
 
+def nothing_answered(error: BaseException) -> bool:
+    """Whether the provider answered nothing at all (no HTTP status): a connection error or a timeout."""
+    return isinstance(error, ProviderError) and error.kind in NOTHING_ANSWERED and error.status_code is None
+
+
 def describe_error(error: BaseException) -> str:
     """A short, key-free description of a failed request: HTTP status and kind, or the exception type."""
     if isinstance(error, ProviderError):
@@ -414,7 +425,7 @@ class GuardedModelClient(ModelClient):
     def _guarded(self, send: Callable[[], _T]) -> _T:
         guard = current_guard()
         if guard is None:
-            return send()
+            return count_health_check(send(), self.call)
         started_clock = guard.before_attempt(self.call)
         try:
             result = send()
@@ -425,12 +436,12 @@ class GuardedModelClient(ModelClient):
             guard.after_attempt(self.call, exc)
             raise
         guard.after_attempt(self.call, None)
-        return result
+        return count_health_check(result, self.call)
 
     async def _aguarded(self, send: Callable[[], Awaitable[_T]]) -> _T:
         guard = current_guard()
         if guard is None:
-            return await send()
+            return count_health_check(await send(), self.call)
         guard.before_attempt(self.call)
         try:
             result = await send()
@@ -438,7 +449,20 @@ class GuardedModelClient(ModelClient):
             guard.after_attempt(self.call, exc)
             raise
         guard.after_attempt(self.call, None)
-        return result
+        return count_health_check(result, self.call)
+
+
+def count_health_check(response: _T, call: ModelCall) -> _T:
+    """Add a health check's tokens to the current stage's usage (Data Designer does not track them)."""
+    stage = CURRENT_STAGE.get()
+    usage = getattr(response, "usage", None)
+    if stage is not None and IN_HEALTH_CHECK.get():
+        stage.usage.extend_health_check(
+            call.model,
+            input_tokens=getattr(usage, "input_tokens", None) or 0,
+            output_tokens=getattr(usage, "output_tokens", None) or 0,
+        )
+    return response
 
 
 class SchedulerStartSink:
@@ -453,7 +477,7 @@ class SchedulerStartSink:
             return
         task = asyncio.current_task()
         if task is not None:
-            guard.scheduler_started(asyncio.get_running_loop(), task)
+            guard.cancel_on_stop(asyncio.get_running_loop(), task)
 
 
 def read_tokens_spent(work_dir: Path) -> int:

@@ -31,7 +31,7 @@ from upath import UPath
 from dd_assets import resumable_work
 from dd_assets.checks import safe_check_results
 from dd_assets.column_schema import stage_column_schema
-from dd_assets.costs import cost_metadata, run_total_cost, stage_cost
+from dd_assets.costs import cost_metadata, run_total_cost, stage_cost, total_cost
 from dd_assets.dataset import StageDataset
 from dd_assets.io_manager import (
     VERSION_METADATA_KEY,
@@ -117,6 +117,7 @@ class StageRun:
     _work_was_new: bool = True
     _model_usage: dict[str, Any] = field(default_factory=dict)
     _progress: StageProgress | None = None
+    _interrupted: str | None = None
 
     def __post_init__(self) -> None:
         self.partition: str | None = None
@@ -167,7 +168,16 @@ class StageRun:
         """
         self.open()
         try:
-            yield self.produce(upstream_values)
+            try:
+                output = self.produce(upstream_values)
+            except Exception as exc:  # an interrupt ends the step at once; its tokens stay in the work folder
+                metadata, observation = self.spend_of_failure()
+                if observation is not None:
+                    yield observation
+                if isinstance(exc, dg.Failure) and metadata:
+                    raise StageFailure(description=exc.description, metadata={**exc.metadata, **metadata}) from None
+                raise
+            yield output
         finally:
             self.close()
         yield from self.check_results
@@ -195,6 +205,14 @@ class StageRun:
         assert self._lock is not None, "open() first"
         with running_stage(self.stage_context):
             return self._run_guarded(upstream_values, self._lock)
+
+    def interrupt(self, reason: str) -> None:
+        """Stop this stage from another thread: no further model request, Data Designer's run cancelled, finished
+        batches kept (a stage not yet generating stops before its first request)."""
+        self._interrupted = reason
+        guard = self.stage_context.guard
+        if guard is not None:
+            guard.stop(f"stopped: {reason}")
 
     def close(self) -> None:
         """Release the stage's lock; call it once Dagster has handled the output (or the run failed)."""
@@ -409,17 +427,50 @@ class StageRun:
 
     def _cost_metadata(self, record: dict[str, Any]) -> dict[str, Any]:
         """Tokens (and, with prices set, cost) of this run, logged with the run's total so far."""
-        prices = self.resource.prices
-        cost = stage_cost(record.get("model_usage") or {}, prices, self.stage.builder)
+        cost = self._cost(record.get("model_usage") or {})
         record["cost"] = cost
-        if prices and (cost["input_tokens"] or cost["output_tokens"]):
-            total = run_total_cost(self.context.instance, self.context.run.run_id) + cost["cost_usd"]
+        self._log_cost(cost)
+        return cost_metadata(cost, priced=bool(self.resource.prices))
+
+    def _cost(self, model_usage: dict[str, Any]) -> dict[str, Any]:
+        health_checks = self.stage_context.usage.health_checks_as_dict()
+        return stage_cost(model_usage, self.resource.prices, self.stage.builder, health_checks)
+
+    def _log_cost(self, cost: dict[str, Any], failed: bool = False) -> None:
+        prices = self.resource.prices
+        spent = cost["input_tokens"] or cost["output_tokens"] or cost["health_check_tokens"]
+        if not spent or not (prices or failed):
+            return
+        checks = f" (and {cost['health_check_tokens']} in health checks)" if cost["health_check_tokens"] else ""
+        line = f"{cost['input_tokens']} input and {cost['output_tokens']} output tokens{checks}"
+        if prices:
+            total = run_total_cost(self.context.instance, self.context.run.run_id) + total_cost(cost)
             unpriced = f" (no price for {', '.join(cost['unpriced'])})" if cost["unpriced"] else ""
-            self.context.log.info(
-                f"{self.where}: {cost['input_tokens']} input and {cost['output_tokens']} output tokens, "
-                f"${cost['cost_usd']:.4f}{unpriced}; this run so far: ${total:.4f}"
-            )
-        return cost_metadata(cost, priced=bool(prices))
+            line += f", ${total_cost(cost):.4f}{unpriced}; this run so far: ${total:.4f}"
+        if failed:
+            self.context.log.warning(f"{self.where}: failed after spending {line}")
+        else:
+            self.context.log.info(f"{self.where}: {line}")
+
+    def spend_of_failure(self) -> tuple[dict[str, Any], dg.AssetObservation | None]:
+        """What this failed run spent: metadata for its failure, and an observation of the stage recording it
+        (so the asset's history and the run's total cost include it); empty when it made no model request."""
+        model_usage = self.stage_context.usage.as_dict()
+        cost = self._cost(model_usage)
+        if not model_usage and not cost["health_check_tokens"]:
+            return {}, None
+        metadata = cost_metadata(cost, priced=bool(self.resource.prices))
+        metadata["dd_assets/model_usage"] = dg.MetadataValue.json(model_usage)
+        try:
+            self._log_cost(cost, failed=True)
+        except Exception as exc:  # noqa: BLE001 - never hide the stage's own failure behind this
+            self.context.log.warning(f"{self.where}: could not sum this run's cost: {exc}")
+        observation = dg.AssetObservation(
+            asset_key=self.asset_key,
+            partition=self.partition,
+            metadata={**metadata, "dd_assets/status": dg.MetadataValue.text("failed")},
+        )
+        return metadata, observation
 
     def _lineage(self, upstreams: dict[str | dg.AssetKey, StageDataset], versions: dict[str, str]) -> Lineage:
         """The ancestors' versions this run derives from; fails when its upstreams disagree on one (lineage.py)."""
@@ -587,6 +638,8 @@ class StageRun:
         """Data Designer's ``create()`` under the stage's stall deadline and token budget (see stage_guard.py)."""
         artifacts_dir = work_dir / "artifacts"
         self.stage_context.guard = guard
+        if self._interrupted is not None:  # interrupt() ran before the guard was reachable
+            guard.stop(f"stopped: {self._interrupted}")
         guard.start()
         # a lost writer lock (an object store lease another run may take) stops generating, like a stall
         forget_lock = self._lock.when_lost(guard.stop) if self._lock is not None else None
@@ -611,6 +664,8 @@ class StageRun:
                     builder, num_records=num_records, dataset_name="artifacts", artifact_path=work_dir
                 )
         except BaseException as exc:
+            if guard.stop_reason is None and not isinstance(exc, Exception):
+                guard.stop("stopped: the run was interrupted")  # cancel Data Designer's run: no request after it
             if guard.stop_reason is None:
                 raise
             # A batch Data Designer salvaged while stopping may lack the records whose requests were refused: it is

@@ -11,7 +11,14 @@ import dagster as dg
 import data_designer.config as dd
 import pytest
 
-from dd_assets import DataDesignerResource, DataDesignerStageTranslator, Stage, Workflow, build_workflow_definitions
+from dd_assets import (
+    DataDesignerResource,
+    DataDesignerStageTranslator,
+    Stage,
+    StageParquetIOManager,
+    Workflow,
+    build_workflow_definitions,
+)
 from dd_assets_tests.conftest import TEST_API_KEY_ENV, TEST_PROVIDER
 from dd_assets_tests.helpers import FailOnce, materialize, metadata_of, sampler_builder
 
@@ -262,3 +269,204 @@ def test_a_yaml_concurrent_workflow_from_the_cli_and_a_subset_of_it(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _record(tmp_path, "fanyaml", "right")["version"] != first["right"]["version"]
     assert all(_record(tmp_path, "fanyaml", n)["version"] == first[n]["version"] for n in ("root", "left", "both"))
+
+
+@pytest.mark.parametrize("cap", [0, -1])
+def test_a_run_config_max_concurrent_stages_below_one_is_refused_naming_workflow_and_field(
+    cap, io_manager, instance, llm
+):
+    wf = _fan_out("capcheck", ["cc-a"], rows=2)
+    result = materialize(
+        wf,
+        io_manager,
+        instance,
+        resource=_resource(llm),
+        execution="concurrent",
+        run_config={"ops": {"capcheck__stages": {"config": {"max_concurrent_stages": cap}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    message = result.failure_data_for_node("capcheck__stages").error.message
+    assert (
+        f"workflow 'capcheck': run config max_concurrent_stages must be a whole number >= 1 (or unset), got {cap}"
+        in message
+    ), message
+    assert "ThreadPoolExecutor" not in message and "max_workers" not in message
+    assert result.get_asset_materialization_events() == [] and llm.count() == 0
+
+
+def _generation_after(llm, moment: float) -> int:
+    """Generation requests the server started answering after ``moment`` (``time.monotonic()``)."""
+    with llm.lock:
+        return sum(1 for start, _, prompt in llm.spans if start > moment and prompt != "Hello!")
+
+
+class _FailsToPublish(StageParquetIOManager):
+    """Storage that fails to publish one stage (a full disk, a lost bucket), as a real IO manager can."""
+
+    fail_stage: str = "quick"
+
+    def handle_output(self, context, obj):
+        if context.asset_key.path[-1] == self.fail_stage:
+            raise OSError(28, "No space left on device")
+        return super().handle_output(context, obj)
+
+
+def test_a_failed_publish_stops_the_stages_still_generating(tmp_path, instance, llm):
+    import time
+
+    from dd_assets_tests.helpers import finished_batches
+
+    llm.delay_s = 0.1
+    wf = Workflow(
+        name="stopall",
+        stages=[
+            Stage(name="root", config=sampler_builder(), num_records=60),
+            Stage(name="quick", config=_branch("quick", "stop-q", 2), depends_on=["root"], num_records=2),
+            Stage(name="slow", config=_branch("slow", "stop-s", 2), depends_on=["root"]),
+        ],
+    )
+    io_manager = _FailsToPublish(base_dir=str(tmp_path / "data"))
+    result = materialize(
+        wf, io_manager, instance, resource=_resource(llm), execution="concurrent", raise_on_error=False
+    )
+    ended = time.monotonic()
+    assert not result.success
+    answered = len(llm.spans_matching("slow about"))
+    assert answered < 60 - 8, answered  # the slow stage did not generate to the end
+    time.sleep(1.0)
+    assert _generation_after(llm, ended) <= 2  # at most the requests in flight at the stop (max_parallel_requests)
+    assert len(llm.spans_matching("slow about")) <= answered + 2
+    assert io_manager.read_record("stopall", "slow") is None  # nothing of it published ...
+    assert finished_batches(io_manager.work_root("stopall", "slow")) >= 0  # ... its finished batches kept for resume
+
+
+@pytest.mark.parametrize("execution", ["concurrent", "per_stage"])
+def test_terminating_a_run_stops_its_running_stages_within_the_grace(execution, tmp_path, llm):
+    """SIGINT (what the UI's Terminate and SIGTERM become) in the middle of a concurrent run's LLM stage."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from dd_assets_tests.cli_runs import llm_env, materialize_cmd, run
+    from dd_assets_tests.helpers import finished_batches
+
+    env = llm_env(
+        tmp_path, llm, DD_ASSETS_TEST_ROWS="60", DD_ASSETS_TEST_BUFFER="5", DD_ASSETS_TEST_EXECUTION=execution
+    )
+    assert run("slow/seed", env, tmp_path).returncode == 0
+    llm.reset()
+    llm.delay_s = 0.3
+    staging = tmp_path / "data" / "slow" / "write" / ".staging"
+    proc = subprocess.Popen(
+        materialize_cmd("slow/write"),
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and finished_batches(staging) < 2:
+            time.sleep(0.05)
+        assert finished_batches(staging) >= 2
+        os.killpg(proc.pid, signal.SIGINT)
+        stopped_at = time.monotonic()
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    exited = time.monotonic() - stopped_at
+    assert proc.returncode != 0
+    assert exited < 10.0, exited  # the grace, plus the process's own exit; not the rest of the generation
+    # after the stop, at most the requests already in flight (max_parallel_requests=2) were answered
+    assert _generation_after(llm, stopped_at + 0.1) <= 2, llm.count("generation")
+    assert llm.count("generation") < 60 - 10
+    kept = finished_batches(staging)
+    assert kept >= 2  # finished batches stay, for the next run to resume
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        (terminated,) = [r for r in instance.get_runs() if r.status == dg.DagsterRunStatus.FAILURE]
+        messages = [e.user_message for e in instance.all_logs(terminated.run_id)]
+    if execution == "concurrent":
+        assert "workflow 'slow': the run was terminated; stopping 1 running stage(s) ('write')" in messages, output[
+            -3000:
+        ]
+
+
+def test_reexecution_from_failure_reads_published_stages_and_runs_only_the_failed_ones(tmp_path, llm, monkeypatch):
+    """a (LLM) published and b failed: re-executing from failure runs b alone; a is read, not paid for again."""
+    from dd_assets_tests.conftest import TEST_API_KEY_VALUE
+    from dd_assets_tests.fixtures import reexecution_project
+    from dd_assets_tests.llm_server import first_prompt_always
+
+    monkeypatch.setenv("DD_ASSETS_TEST_ENDPOINT", llm.endpoint)
+    monkeypatch.setenv("DD_ASSETS_BASE_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv(TEST_API_KEY_ENV, TEST_API_KEY_VALUE)
+    io_manager = StageParquetIOManager(base_dir=str(tmp_path / "data"))
+    job = dg.reconstructable(reexecution_project.job)
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        fault = first_prompt_always(llm, (500, {"error": {"message": "server error"}}))
+        llm.fault = lambda prompt: fault(prompt) if prompt.startswith("Second") else None
+        first = dg.execute_job(job, instance=instance)
+        assert not first.success
+        assert llm.count("generation", "rx-a") == reexecution_project.ROWS
+        published = {name: io_manager.read_record("reexec", name)["version"] for name in ("seed", "a")}
+        assert io_manager.read_record("reexec", "b") is None
+
+        llm.reset()
+        again = dg.execute_job(
+            job, instance=instance, reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance)
+        )
+        assert again.success
+        assert llm.count("generation", "rx-a") == 0  # a is not paid for again ...
+        assert {name: io_manager.read_record("reexec", name)["version"] for name in ("seed", "a")} == published
+        materialized = {e.asset_key.path[-1] for e in again.get_asset_materialization_events()}
+        assert materialized == {"b"}  # ... nor re-materialized: only the failed stage ran
+        assert io_manager.read_stage("reexec", "b").num_rows == reexecution_project.ROWS
+        b = io_manager.read_record("reexec", "b")
+        assert b["upstream"]["a"]["data_version"] == io_manager.read_record("reexec", "a")["data_version"]
+        messages = [e.user_message for e in instance.all_logs(again.run_id)]
+        assert any("stage 'a' is current" in m for m in messages), messages
+
+        # re-executing everything (not from failure) regenerates as asked
+        llm.reset()
+        everything = dg.execute_job(
+            job, instance=instance, reexecution_options=dg.ReexecutionOptions(parent_run_id=again.run_id)
+        )
+        assert everything.success and llm.count("generation", "rx-a") == reexecution_project.ROWS
+
+
+def test_reexecution_from_failure_generates_again_a_stage_whose_code_changed(tmp_path, llm, monkeypatch):
+    """Published by the failed run, then edited: not current any more, so it and its downstream run again."""
+    from dd_assets_tests.conftest import TEST_API_KEY_VALUE
+    from dd_assets_tests.fixtures import reexecution_project
+    from dd_assets_tests.llm_server import first_prompt_always
+
+    monkeypatch.setenv("DD_ASSETS_TEST_ENDPOINT", llm.endpoint)
+    monkeypatch.setenv("DD_ASSETS_BASE_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv(TEST_API_KEY_ENV, TEST_API_KEY_VALUE)
+    io_manager = StageParquetIOManager(base_dir=str(tmp_path / "data"))
+    job = dg.reconstructable(reexecution_project.job_before_edit)
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        fault = first_prompt_always(llm, (500, {"error": {"message": "server error"}}))
+        llm.fault = lambda prompt: fault(prompt) if prompt.startswith("Second") else None
+        first = dg.execute_job(job, instance=instance)
+        assert not first.success
+        before = io_manager.read_record("reexec", "a")["version"]
+
+        llm.reset()
+        again = dg.execute_job(
+            dg.reconstructable(reexecution_project.job_after_edit),
+            instance=instance,
+            reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance),
+        )
+        assert again.success
+        assert llm.count("generation", "rx-a") == reexecution_project.ROWS
+        assert io_manager.read_record("reexec", "a")["version"] != before
+        assert {e.asset_key.path[-1] for e in again.get_asset_materialization_events()} == {"a", "b"}

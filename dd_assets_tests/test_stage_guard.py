@@ -60,3 +60,18 @@ def test_a_stopped_stage_refuses_requests_without_sending_them():
     # a kind Data Designer retries later rather than dropping the record into a short batch
     assert refused.value.kind == ProviderErrorKind.REQUEST_ADMISSION_TIMEOUT
     assert guard.refused == 1
+
+
+def test_a_request_nothing_answered_keeps_the_clock_running_and_an_answered_error_does_not():
+    """A refused connection or a timeout without a status: the provider is gone, so the stage still waits."""
+    for kind in (ProviderErrorKind.API_CONNECTION, ProviderErrorKind.TIMEOUT):
+        guard = StageGuard(stall_timeout_s=5, token_budget=None)
+        guard.before_attempt(CALL)
+        guard.after_attempt(CALL, _error(kind))
+        guard.check_stall(time.monotonic() + 5.5)
+        assert guard.stop_reason and f"last error: {kind.value}" in guard.stop_reason, kind
+    answered = StageGuard(stall_timeout_s=5, token_budget=None)
+    answered.before_attempt(CALL)
+    answered.after_attempt(CALL, _error(ProviderErrorKind.TIMEOUT, 408))  # the provider answered, with a status
+    answered.check_stall(time.monotonic() + 60)
+    assert answered.stop_reason is None

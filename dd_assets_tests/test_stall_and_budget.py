@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import data_designer.config as dd
@@ -293,3 +294,90 @@ def test_finished_work_is_published_even_when_earlier_runs_spent_the_budget(io_m
     )
     assert rerun.success and _generation_prompts(llm) == []
     assert metadata_of(rerun, ["guard", "write"])["dagster/row_count"] == RECORDS
+
+
+@pytest.fixture
+def silent_endpoint():
+    """A provider endpoint that accepts connections (the kernel's listen backlog) and never answers."""
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("execution", ["per_stage", "concurrent"])
+def test_a_provider_that_accepts_connections_and_never_answers_fails_at_the_deadline_even_in_its_health_check(
+    execution, silent_endpoint, io_manager, instance, llm_resource
+):
+    provider = {**llm_resource.model_providers[0], "endpoint": silent_endpoint}
+    resource = DataDesignerResource(model_providers=[provider], run_config={"buffer_size": BATCH})
+    started = time.monotonic()
+    result = materialize(
+        _workflow(stall_timeout_s=3.0),
+        io_manager,
+        instance,
+        resource=resource,
+        raise_on_error=False,
+        execution=execution,
+    )
+    elapsed = time.monotonic() - started
+    message = failure_message(result, "guard", "write", execution)
+    assert not result.success
+    assert "stalled: no model request succeeded for 3." in message and "stall_timeout_s=3" in message, message
+    assert "no answer yet" in message
+    assert elapsed < 3.0 + 8.0, elapsed  # the deadline and the run's own overhead, not the 60 s HTTP timeout
+
+
+class _DiesAfter:
+    """A fault hook that answers ``n`` generation requests, then stops its server for good: later requests are
+    refused at connect (a provider process that died mid-stage). ``died_at`` is when (``time.monotonic()``)."""
+
+    def __init__(self, server, n: int):
+        self.server, self.n, self.answered = server, n, 0
+        self.died_at: float | None = None
+
+    def __call__(self, prompt: str):
+        if prompt == HEALTH_CHECK_PROMPT:
+            return None
+        with self.server.lock:
+            self.answered += 1
+            if self.answered == self.n:
+                self.died_at = time.monotonic()
+                threading.Thread(target=self.server.stop, daemon=True).start()
+        return None
+
+
+@pytest.mark.parametrize("execution", ["per_stage", "concurrent"])
+def test_a_provider_that_dies_mid_stage_fails_it_as_stalled_at_its_deadline(
+    execution, io_manager, instance, llm_resource
+):
+    """Connection errors mean nothing answered: they keep the stall clock running between Data Designer's retries."""
+    from dd_assets_tests.llm_server import FakeLLMServer
+
+    server = FakeLLMServer().start()
+    server.fault = dies = _DiesAfter(server, 2 * BATCH)
+    provider = {**llm_resource.model_providers[0], "endpoint": server.endpoint}
+    resource = DataDesignerResource(
+        model_providers=[provider], run_config={"buffer_size": BATCH, "max_concurrent_row_groups": 1}
+    )
+    stall_timeout_s = 3.0
+    result = materialize(
+        _workflow(stall_timeout_s=stall_timeout_s),
+        io_manager,
+        instance,
+        resource=resource,
+        raise_on_error=False,
+        execution=execution,
+    )
+    failed_at = time.monotonic()
+    assert dies.died_at is not None and not result.success
+    message = failure_message(result, "guard", "write", execution)
+    assert "stalled: no model request succeeded for" in message and "last error: api_connection" in message, message
+    assert "generated" not in message  # not the completion threshold, minutes later
+    assert failed_at - dies.died_at <= stall_timeout_s + 6.0, failed_at - dies.died_at
+    assert finished_batches(io_manager.work_root("guard", "write")) >= 2
