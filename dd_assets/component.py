@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -80,7 +80,11 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     workflow_file: str | None = Field(default=None, description="Workflow YAML file, relative to this folder.")
-    workflow: dict[str, Any] | None = Field(default=None, description="Inline workflow: name and stages.")
+    # Taken as written: Dagster renders every attribute string as a native Jinja template, which would turn
+    # on_success_version "2" into the int 2 and fail on Data Designer's own templates ("{{ text }}").
+    workflow: Annotated[dict[str, Any] | None, dg.Resolver.passthrough()] = Field(
+        default=None, description="Inline workflow: name and stages, taken as written (no Dagster templating)."
+    )
     base_dir: str = Field(default="data", description="Where stages are stored (path or fsspec URL).")
     model_providers: list[dict[str, Any]] | None = Field(default=None, description="Data Designer providers.")
     run_config: dict[str, Any] = Field(default_factory=dict, description="Data Designer RunConfig fields.")

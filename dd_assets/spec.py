@@ -38,6 +38,48 @@ WORKFLOW_NAME_PATTERN = re.compile(r"[A-Za-z0-9_]+")  # a Dagster group name: no
 MAX_NAME_LENGTH = 64
 DEFAULT_MAX_NUM_RECORDS = 10_000_000
 EXECUTION_MODES = ("per_stage", "concurrent")
+MAX_STATIC_PARTITIONS = 10_000
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The allowed range of a numeric field: checked here for Python, published as JSON Schema for YAML."""
+
+    minimum: float | None = None
+    exclusive_minimum: float | None = None
+    maximum: float | None = None
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return (
+            (self.minimum is None or value >= self.minimum)
+            and (self.exclusive_minimum is None or value > self.exclusive_minimum)
+            and (self.maximum is None or value <= self.maximum)
+        )
+
+    def interval(self) -> str:
+        """The range as an interval, such as ``(0, 1]``."""
+        low = f"[{self.minimum}" if self.minimum is not None else f"({self.exclusive_minimum}"
+        return f"{low}, {self.maximum}]" if self.maximum is not None else f"{low}, inf)"
+
+    def json_schema(self) -> dict[str, float]:
+        """The JSON Schema keywords of the range."""
+        keywords = {"minimum": self.minimum, "exclusiveMinimum": self.exclusive_minimum, "maximum": self.maximum}
+        return {key: value for key, value in keywords.items() if value is not None}
+
+
+STAGE_BOUNDS: dict[str, Bounds] = {
+    "num_records": Bounds(minimum=1),  # and at most the workflow's max_num_records
+    "partitions": Bounds(minimum=2, maximum=MAX_STATIC_PARTITIONS),  # as a count of static partitions
+    "completion_threshold": Bounds(exclusive_minimum=0, maximum=1),
+    "token_budget": Bounds(minimum=1),
+    "stall_timeout_s": Bounds(exclusive_minimum=0),
+}
+"""The ranges of :class:`Stage`'s numeric fields: the one place both the Python checks and the YAML schema read."""
+
+WORKFLOW_BOUNDS: dict[str, Bounds] = {"max_num_records": Bounds(minimum=1), "max_concurrent_stages": Bounds(minimum=1)}
+"""The ranges of :class:`Workflow`'s numeric fields."""
 
 StageConfig = DataDesignerConfigBuilder | DataDesignerConfig | Mapping[str, Any] | str | Path
 """A builder, a built config, a dict, or a path to a YAML/JSON file in Data Designer's ``write_config`` format."""
@@ -296,9 +338,6 @@ def stage_op_name(workflow: str, stage: str) -> str:
     return f"{workflow}__{stage}".replace("-", "_")
 
 
-MAX_STATIC_PARTITIONS = 10_000
-
-
 def static_partition_keys(count: int) -> list[str]:
     """``"0"``..``"count-1"``, zero-padded to equal width (so key order is also text order)."""
     width = len(str(count - 1))
@@ -312,9 +351,7 @@ def partition_share(total: int, index: int, count: int) -> int:
 
 def check_num_records(value: object, *, maximum: int) -> str | None:
     """Why ``value`` is not a valid record count (a plain int in 1..maximum), or ``None`` when it is."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"must be a positive integer, got {value!r}"
-    if value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in STAGE_BOUNDS["num_records"]:
         return f"must be a positive integer, got {value!r}"
     if value > maximum:
         return f"{value:,} is above the workflow's max_num_records ({maximum:,}); raise max_num_records if you mean it"
@@ -324,7 +361,7 @@ def check_num_records(value: object, *, maximum: int) -> str | None:
 def _validate_workflow(workflow: Workflow) -> None:
     _validate_name(workflow.name, "workflow name", workflow=None, stage=None)
     maximum = workflow.max_num_records
-    if isinstance(maximum, bool) or not isinstance(maximum, int) or maximum < 1:
+    if not isinstance(maximum, int) or maximum not in WORKFLOW_BOUNDS["max_num_records"]:
         raise WorkflowDefinitionError(
             f"must be a positive integer, got {maximum!r}", workflow=workflow.name, field="max_num_records"
         )
@@ -335,7 +372,7 @@ def _validate_workflow(workflow: Workflow) -> None:
             field="execution",
         )
     cap = workflow.max_concurrent_stages
-    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+    if cap is not None and (not isinstance(cap, int) or cap not in WORKFLOW_BOUNDS["max_concurrent_stages"]):
         raise WorkflowDefinitionError(
             f"must be a positive integer or None, got {cap!r}", workflow=workflow.name, field="max_concurrent_stages"
         )
@@ -480,9 +517,9 @@ def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_n
         )
     if stage.description is not None and not isinstance(stage.description, str):
         fail("must be a string", "description")
-    threshold = stage.completion_threshold
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        fail(f"must be a number in (0, 1], got {threshold!r}", "completion_threshold")
+    threshold, bounds = stage.completion_threshold, STAGE_BOUNDS["completion_threshold"]
+    if threshold not in bounds:
+        fail(f"must be a number in {bounds.interval()}, got {threshold!r}", "completion_threshold")
     if stage.min_judge_score is not None and (
         isinstance(stage.min_judge_score, bool) or not isinstance(stage.min_judge_score, (int, float))
     ):
@@ -490,9 +527,9 @@ def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_n
     problem = check_token_budget(stage.token_budget)
     if problem:
         fail(problem, "token_budget")
-    timeout = stage.stall_timeout_s
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        fail(f"must be a number of seconds > 0, got {timeout!r}", "stall_timeout_s")
+    timeout, bounds = stage.stall_timeout_s, STAGE_BOUNDS["stall_timeout_s"]
+    if timeout is not None and timeout not in bounds:
+        fail(f"must be a number of seconds > {bounds.exclusive_minimum}, got {timeout!r}", "stall_timeout_s")
     _validate_partitions(stage, builder, fail)
 
 
@@ -500,8 +537,9 @@ def check_token_budget(budget: object) -> str | None:
     """What is wrong with a ``token_budget`` (``None`` when it is fine or unset)."""
     if budget is None:
         return None
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        return f"must be a whole number of tokens >= 1, got {budget!r}"
+    bounds = STAGE_BOUNDS["token_budget"]
+    if not isinstance(budget, int) or budget not in bounds:
+        return f"must be a whole number of tokens >= {bounds.minimum}, got {budget!r}"
     return None
 
 
@@ -512,9 +550,13 @@ def _validate_partitions(stage: Stage, builder: DataDesignerConfigBuilder, fail:
     if isinstance(partitions, dg.PartitionsDefinition):
         object.__setattr__(stage, "partitions_def", partitions)
     elif isinstance(partitions, bool) or not isinstance(partitions, int):
-        fail(f"must be an int of 2 or more or a dg.PartitionsDefinition, got {partitions!r}", "partitions")
-    elif not 2 <= partitions <= MAX_STATIC_PARTITIONS:
-        fail(f"must be between 2 and {MAX_STATIC_PARTITIONS:,}, got {partitions}", "partitions")
+        fail(
+            f"must be an int of {STAGE_BOUNDS['partitions'].minimum} or more or a dg.PartitionsDefinition, "
+            f"got {partitions!r}",
+            "partitions",
+        )
+    elif partitions not in (bounds := STAGE_BOUNDS["partitions"]):
+        fail(f"must be between {bounds.minimum} and {bounds.maximum:,}, got {partitions}", "partitions")
     else:
         object.__setattr__(stage, "partitions_def", dg.StaticPartitionsDefinition(static_partition_keys(partitions)))
     if stage.selection_strategy is not None:

@@ -21,22 +21,49 @@ the stage and the field.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import enum
 import importlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import dagster as dg
 import yaml
 from data_designer.config.processor_types import ProcessorConfigT
-from data_designer.config.seed import IndexRange, PartitionBlock
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError
+from data_designer.config.seed import IndexRange, PartitionBlock, SamplingStrategy
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+)
+from pydantic_core import PydanticUndefined
 
 from dd_assets import strict_yaml
 from dd_assets.known_fields import did_you_mean
-from dd_assets.spec import DEFAULT_MAX_NUM_RECORDS, Stage, Workflow, WorkflowDefinitionError, resolve_seed_path
+from dd_assets.spec import (
+    EXECUTION_MODES,
+    STAGE_BOUNDS,
+    WORKFLOW_BOUNDS,
+    Bounds,
+    Stage,
+    Workflow,
+    WorkflowDefinitionError,
+    resolve_seed_path,
+)
 
 SCHEMA_FILE = Path(__file__).with_name("workflow.schema.json")
+
+Number = Annotated[StrictInt | StrictFloat, WithJsonSchema({"type": "number"})]
+"""A YAML number, kept as written (``45`` stays an int, as in Python); not a bool, not a string."""
 
 
 class IndexRangeModel(BaseModel):
@@ -55,68 +82,197 @@ class PartitionBlockModel(BaseModel):
     num_partitions: int = Field(default=1, ge=1)
 
 
-class StageModel(BaseModel):
-    """One stage in a workflow YAML file (see ``docs/yaml.md``)."""
+@dataclass(frozen=True)
+class YamlField:
+    """How one field of :class:`Stage` or :class:`Workflow` is written in YAML (and in the Component's workflow).
 
-    model_config = ConfigDict(extra="forbid")
+    The field's name, default and numeric range come from the Python class (its dataclass field and
+    ``STAGE_BOUNDS`` / ``WORKFLOW_BOUNDS``); this says only what the YAML value looks like and how it becomes the
+    Python argument.
+    """
 
-    name: str = Field(description="Stage name: letters, digits, '_' and '-'; unique in the workflow.")
-    config: str | dict[str, Any] = Field(
-        description="Path (relative to the YAML file) to a Data Designer config file, or an inline mapping."
-    )
-    depends_on: list[str] = Field(
-        default_factory=list, description="Upstream stage names, or asset key paths such as 'raw/docs'."
-    )
-    num_records: StrictInt | None = Field(
-        default=None, ge=1, description="Records to generate (default: the seed's rows)."
-    )
-    output_processors: list[dict[str, Any]] = Field(
-        default_factory=list, description="Data Designer processor configs run on the stage output."
-    )
-    output: str = Field(default="final", description="'final' or 'processor:<name>'.")
-    on_success: str | None = Field(default=None, description="'module:function' called with the artifact dir.")
-    on_success_version: str | None = Field(default=None, description="Version of on_success (in the code version).")
-    allow_empty: bool = Field(default=False, description="Accept an empty output; downstream stages are skipped.")
-    sampling_strategy: Literal["ordered", "shuffle"] = Field(default="ordered")
-    selection_strategy: IndexRangeModel | PartitionBlockModel | None = Field(default=None)
-    combine: str | None = Field(default=None, description="'concat', 'zip' or 'module:function'.")
-    description: str | None = Field(default=None)
-    partitions: StrictInt | None = Field(
-        default=None,
-        ge=2,
-        description="Split the stage into this many static partitions, keys '0'..'N-1' zero-padded (docs/scale.md).",
-    )
-    token_budget: StrictInt | None = Field(
-        default=None,
-        ge=1,
-        description="Fail, keeping finished batches, once the stage used this many tokens (docs/reference.md).",
-    )
-    stall_timeout_s: float | None = Field(
-        default=None,
-        gt=0,
-        description="Fail when the stage's model calls wait this long without a success (default: the resource's).",
-    )
+    annotation: Any
+    description: str | None = None
+    convert: Callable[[Any, Path], Any] | None = None  # YAML value -> Python argument; a ValueError refuses it
+    key: str | None = None  # the YAML key, where it is not the Python name
+    schema: dict[str, Any] = field(default_factory=dict)  # more JSON Schema keywords
 
 
-class WorkflowModel(BaseModel):
-    """A workflow YAML file."""
+def _config(value: str | dict[str, Any], base_dir: Path) -> Path | dict[str, Any]:
+    if isinstance(value, dict):
+        return resolve_seed_path(copy.deepcopy(value), base_dir)
+    path = (base_dir / value).resolve()
+    if not path.is_file():
+        raise ValueError(f"config file {value!r} not found (looked at {path})")
+    return path
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"title": "dd_assets workflow"})
 
-    name: str = Field(
-        description="Workflow name (letters, digits and '_'): the asset group and the first part of every asset key."
-    )
-    stages: list[StageModel] = Field(min_length=1)
-    max_num_records: StrictInt = Field(
-        default=DEFAULT_MAX_NUM_RECORDS, ge=1, description="Upper bound for num_records of every stage and run."
-    )
-    execution: Literal["per_stage", "concurrent"] = Field(
-        default="per_stage",
-        description="per_stage: one Dagster step per stage; concurrent: one step runs ready stages at the same time.",
-    )
-    max_concurrent_stages: StrictInt | None = Field(
-        default=None, ge=1, description="In concurrent execution, at most this many stages at once."
-    )
+def _depends_on(value: list[str], base_dir: Path) -> list[str | dg.AssetKey]:
+    return [dg.AssetKey(dep.split("/")) if "/" in dep else dep for dep in value]
+
+
+def _processors(value: list[dict[str, Any]], base_dir: Path) -> list[Any]:
+    try:
+        return [TypeAdapter(ProcessorConfigT).validate_python(p) for p in value]
+    except ValidationError as exc:
+        raise ValueError(f"invalid processor config: {exc.errors(include_url=False)[0]['msg']}") from exc
+
+
+def _on_success(value: str, base_dir: Path) -> Any:
+    return _import_path(value, label="on_success")
+
+
+def _combine(value: str, base_dir: Path) -> Any:
+    return value if value in ("concat", "zip") else _import_path(value, label="combine")
+
+
+def _selection(value: IndexRangeModel | PartitionBlockModel, base_dir: Path) -> IndexRange | PartitionBlock:
+    try:
+        return _selection_strategy(value)
+    except ValidationError as exc:
+        raise ValueError(_model_error(exc, value)) from None
+
+
+STAGE_FIELDS: dict[str, YamlField] = {
+    "name": YamlField(str, "Stage name: letters, digits, '_' and '-'; unique in the workflow."),
+    "config": YamlField(
+        str | dict[str, Any],
+        "Path (relative to the YAML file) to a Data Designer config file, or an inline mapping.",
+        _config,
+    ),
+    "depends_on": YamlField(list[str], "Upstream stage names, or asset key paths such as 'raw/docs'.", _depends_on),
+    "num_records": YamlField(StrictInt | None, "Records to generate (default: the seed's rows)."),
+    "output_processors": YamlField(
+        list[dict[str, Any]], "Data Designer processor configs run on the stage output.", _processors
+    ),
+    "output": YamlField(str, "'final' or 'processor:<name>'."),
+    "on_success": YamlField(str | None, "'module:function' called with the artifact dir.", _on_success),
+    "on_success_version": YamlField(str | None, "Version of on_success (in the code version)."),
+    "allow_empty": YamlField(bool, "Accept an empty output; downstream stages are skipped."),
+    "sampling_strategy": YamlField(Literal[tuple(s.value for s in SamplingStrategy)]),  # type: ignore[misc]
+    "selection_strategy": YamlField(IndexRangeModel | PartitionBlockModel | None, convert=_selection),
+    "combine": YamlField(str | None, "'concat', 'zip' or 'module:function'.", _combine),
+    "description": YamlField(str | None),
+    "completion_threshold": YamlField(
+        Number, "Fewer than this share of the requested records fails the stage before it publishes."
+    ),
+    "min_judge_score": YamlField(
+        Number | None,
+        "When set, the judge_score check wants this mean score of the llm-judge columns (labelled options: "
+        "docs/yaml.md).",
+    ),
+    "partitions": YamlField(
+        StrictInt | None,
+        "Split the stage into this many static partitions, keys '0'..'N-1' zero-padded (docs/scale.md).",
+    ),
+    "token_budget": YamlField(
+        StrictInt | None, "Fail, keeping finished batches, once the stage used this many tokens (docs/reference.md)."
+    ),
+    "stall_timeout_s": YamlField(
+        Number | None,
+        "Fail when the stage's model calls wait this long without a success (default: the resource's).",
+    ),
+}
+"""Every :class:`Stage` field as a YAML key: ``StageModel`` and the JSON Schema are generated from it."""
+
+WORKFLOW_FIELDS: dict[str, YamlField] = {
+    "name": YamlField(
+        str, "Workflow name (letters, digits and '_'): the asset group and the first part of every asset key."
+    ),
+    "stages": YamlField(list[Any], schema={"minItems": 1}),  # list[StageModel], set once StageModel exists
+    "max_num_records": YamlField(StrictInt, "Upper bound for num_records of every stage and run."),
+    "execution": YamlField(
+        Literal[EXECUTION_MODES],  # type: ignore[valid-type]
+        "per_stage: one Dagster step per stage; concurrent: one step runs ready stages at the same time.",
+    ),
+    "max_concurrent_stages": YamlField(StrictInt | None, "In concurrent execution, at most this many stages at once."),
+}
+"""Every :class:`Workflow` field as a YAML key (``stages`` holds ``StageModel`` entries)."""
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [_json_default(v) for v in value]
+    return value
+
+
+def _bounds_schema(bounds: Bounds | None, more: dict[str, Any]) -> Callable[[dict[str, Any]], None] | None:
+    """Puts a range on the number branch of a field's schema (``anyOf: [integer, null]``), and ``more`` on it."""
+    if bounds is None and not more:
+        return None
+
+    def extra(schema: dict[str, Any]) -> None:
+        if bounds is not None:
+            numbers = [b for b in schema.get("anyOf", []) if b.get("type") in ("integer", "number")]
+            (numbers[0] if numbers else schema).update(bounds.json_schema())
+        schema.update(more)
+
+    return extra
+
+
+def _model_from_fields(
+    name: str, cls: type, table: dict[str, YamlField], bounds: dict[str, Bounds], doc: str, **config: Any
+) -> type[BaseModel]:
+    """A pydantic model of ``cls``'s init fields, as ``table`` writes them; refuses a table that misses a field."""
+    python_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    missing, extra = sorted(set(python_fields) - set(table)), sorted(set(table) - set(python_fields))
+    if missing or extra:
+        raise TypeError(
+            f"{name}: the YAML table must name every field of {cls.__name__} (missing {missing}, not fields {extra})"
+        )
+    fields: dict[str, Any] = {}
+    for field_name, python in python_fields.items():
+        entry = table[field_name]
+        if python.default is not dataclasses.MISSING:
+            default = _json_default(python.default)
+        elif python.default_factory is not dataclasses.MISSING:
+            default = _json_default(python.default_factory())
+        else:
+            default = PydanticUndefined
+        fields[entry.key or field_name] = (
+            entry.annotation,
+            Field(
+                default=default,
+                description=entry.description,
+                json_schema_extra=_bounds_schema(bounds.get(field_name), entry.schema),
+            ),
+        )
+    return create_model(name, __config__=ConfigDict(extra="forbid", **config), __doc__=doc, **fields)
+
+
+StageModel = _model_from_fields(
+    "StageModel", Stage, STAGE_FIELDS, STAGE_BOUNDS, "One stage in a workflow YAML file (see ``docs/yaml.md``)."
+)
+WORKFLOW_FIELDS["stages"] = dataclasses.replace(WORKFLOW_FIELDS["stages"], annotation=list[StageModel])
+WorkflowModel = _model_from_fields(
+    "WorkflowModel",
+    Workflow,
+    WORKFLOW_FIELDS,
+    WORKFLOW_BOUNDS,
+    "A workflow YAML file.",
+    json_schema_extra={"title": "dd_assets workflow"},
+)
+
+
+def python_arguments(
+    model: BaseModel, table: dict[str, YamlField], base_dir: Path, fail: Callable[[str, str], Exception]
+) -> dict[str, Any]:
+    """The keyword arguments of the Python class for the keys a YAML mapping set (the others keep their defaults)."""
+    arguments: dict[str, Any] = {}
+    for name, entry in table.items():
+        key = entry.key or name
+        if key not in model.model_fields_set:
+            continue
+        value = getattr(model, key)
+        if entry.convert is not None and value is not None:
+            try:
+                value = entry.convert(value, base_dir)
+            except ValueError as exc:
+                raise fail(str(exc), key) from exc.__cause__
+        arguments[name] = value
+    return arguments
 
 
 def workflow_json_schema() -> dict[str, Any]:
@@ -199,67 +355,14 @@ def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") 
         def fail(message: str, field: str, stage_name: str = stage.name) -> WorkflowDefinitionError:
             return WorkflowDefinitionError(message, workflow=model.name, stage=stage_name, field=field, file=file)
 
-        config: Any = stage.config
-        if isinstance(config, dict):
-            config = resolve_seed_path(copy.deepcopy(config), base_dir)
-        if isinstance(config, str):
-            path = (base_dir / config).resolve()
-            if not path.is_file():
-                raise fail(f"config file {config!r} not found (looked at {path})", "config")
-            config = path
-        try:
-            processors = [TypeAdapter(ProcessorConfigT).validate_python(p) for p in stage.output_processors]
-        except ValidationError as exc:
-            raise fail(
-                f"invalid processor config: {exc.errors(include_url=False)[0]['msg']}", "output_processors"
-            ) from exc
-        depends_on: list[str | dg.AssetKey] = [
-            dg.AssetKey(dep.split("/")) if "/" in dep else dep for dep in stage.depends_on
-        ]
-        combine: Any = stage.combine
-        if combine is not None and combine not in ("concat", "zip"):
-            try:
-                combine = _import_path(combine, label="combine")
-            except ValueError as exc:
-                raise fail(str(exc), "combine") from exc
-        on_success = None
-        if stage.on_success is not None:
-            try:
-                on_success = _import_path(stage.on_success, label="on_success")
-            except ValueError as exc:
-                raise fail(str(exc), "on_success") from exc
-        try:
-            selection = _selection_strategy(stage.selection_strategy)
-        except ValidationError as exc:
-            raise fail(_model_error(exc, stage.selection_strategy), "selection_strategy") from None
-        stages.append(
-            Stage(
-                name=stage.name,
-                config=config,
-                depends_on=depends_on,
-                num_records=stage.num_records,
-                output_processors=processors,
-                output=stage.output,
-                on_success=on_success,
-                on_success_version=stage.on_success_version,
-                allow_empty=stage.allow_empty,
-                sampling_strategy=stage.sampling_strategy,
-                selection_strategy=selection,
-                combine=combine,
-                description=stage.description,
-                partitions=stage.partitions,
-                token_budget=stage.token_budget,
-                stall_timeout_s=stage.stall_timeout_s,
-            )
-        )
+        stages.append(Stage(**python_arguments(stage, STAGE_FIELDS, base_dir, fail)))
+
+    def fail_workflow(message: str, field: str) -> WorkflowDefinitionError:
+        return WorkflowDefinitionError(message, workflow=model.name, field=field, file=file)
+
+    arguments = python_arguments(model, WORKFLOW_FIELDS, base_dir, fail_workflow)
     try:
-        return Workflow(
-            name=model.name,
-            stages=stages,
-            max_num_records=model.max_num_records,
-            execution=model.execution,
-            max_concurrent_stages=model.max_concurrent_stages,
-        )
+        return Workflow(**{**arguments, "stages": stages})
     except WorkflowDefinitionError as exc:
         raise exc.with_file(file) from exc.__cause__
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from pathlib import Path
 
@@ -322,3 +323,140 @@ def test_an_impossible_selection_strategy_names_file_workflow_stage_and_field(tm
     )
     assert f"workflow 'wf', stage 'b', field 'selection_strategy': {expected}" in message
     assert "validation error" not in message and "pydantic" not in message
+
+
+# --- one schema: every Stage field is a YAML key (and so a key of the Component's workflow) ------------------------
+
+CATEGORY = {
+    "columns": [{"name": "k", "column_type": "sampler", "sampler_type": "category", "params": {"values": ["p"]}}]
+}
+
+# a Data Designer template: the Component must hand it to Data Designer as written (Dagster renders attribute strings)
+TEMPLATED = {"columns": [*CATEGORY["columns"], {"name": "e", "column_type": "expression", "expr": "{{ k }}!"}]}
+
+# A non-default YAML value for every Stage field, the stage it is set on, and what the Stage must hold. A new Stage
+# field fails test_every_stage_field_has_a_sample until it gets a line here (and so a YAML key: see STAGE_FIELDS).
+FIELD_SAMPLES = {
+    "name": ("full", "full", lambda v: v == "full"),
+    "config": ("full", TEMPLATED, lambda v: v == TEMPLATED),
+    "depends_on": ("full", ["a", "b", "raw/docs"], lambda v: v == ("a", "b", dg.AssetKey(["raw", "docs"]))),
+    "num_records": ("full", 7, lambda v: v == 7),
+    "output_processors": (
+        "full",
+        [{"processor_type": "drop_columns", "name": "d", "column_names": ["k"]}],
+        lambda v: [p.name for p in v] == ["d"],
+    ),
+    "output": ("full", "processor:d", lambda v: v == "processor:d"),
+    "on_success": (
+        "full",
+        "dd_assets_tests.fixtures.callables:final_output",
+        lambda v: v.__name__ == "final_output",
+    ),
+    "on_success_version": ("full", "2", lambda v: v == "2"),
+    "allow_empty": ("full", True, lambda v: v is True),
+    "sampling_strategy": ("full", "shuffle", lambda v: v.value == "shuffle"),
+    "selection_strategy": ("full", {"index": 1, "num_partitions": 2}, lambda v: (v.index, v.num_partitions) == (1, 2)),
+    "combine": ("full", "concat", lambda v: v == "concat"),
+    "description": ("full", "every field", lambda v: v == "every field"),
+    "completion_threshold": ("full", 0.5, lambda v: v == 0.5),
+    "min_judge_score": ("full", 3.5, lambda v: v == 3.5),
+    "partitions": ("parted", 4, lambda v: v == 4),
+    "token_budget": ("full", 5000, lambda v: v == 5000),
+    "stall_timeout_s": ("full", 45, lambda v: v == 45),
+}
+
+
+def _stage_fields() -> list[str]:
+    import dataclasses
+
+    from dd_assets import Stage
+
+    return [f.name for f in dataclasses.fields(Stage) if f.init]
+
+
+def _every_field_workflow() -> dict:
+    stages = {name: {"name": name, "config": CATEGORY} for name in ("a", "b", "full", "parted")}
+    for field, (stage, value, _) in FIELD_SAMPLES.items():
+        stages[stage][field] = value
+    return {"name": "every_field", "stages": list(stages.values())}
+
+
+def _assert_every_field_reached_the_stage(wf: Workflow) -> None:
+    for field, (stage, value, holds) in FIELD_SAMPLES.items():
+        assert holds(getattr(wf.stage(stage), field)), (field, value, getattr(wf.stage(stage), field))
+
+
+def test_every_stage_field_has_a_sample():
+    assert sorted(FIELD_SAMPLES) == sorted(_stage_fields()), "give every Stage field a YAML sample in FIELD_SAMPLES"
+
+
+def test_every_stage_field_is_accepted_by_yaml(tmp_path):
+    path = tmp_path / "every.yaml"
+    path.write_text(yaml.safe_dump(_every_field_workflow(), sort_keys=False))
+    _assert_every_field_reached_the_stage(Workflow.from_yaml(path))
+
+
+def test_every_stage_field_is_accepted_by_the_component(tmp_path):
+    from dagster.components.testing import create_defs_folder_sandbox
+
+    from dd_assets import DataDesignerWorkflowComponent
+
+    with create_defs_folder_sandbox() as sandbox:
+        folder = sandbox.defs_folder_path / "every"
+        folder.mkdir()
+        attributes = {"workflow": _every_field_workflow(), "base_dir": str(tmp_path / "data")}
+        (folder / "defs.yaml").write_text(
+            yaml.safe_dump({"type": "dd_assets.DataDesignerWorkflowComponent", "attributes": attributes})
+        )
+        with sandbox.build_component_tree() as tree:  # Dagster's own loading of defs.yaml (its templating too)
+            component = tree.load_component(folder)
+            assert isinstance(component, DataDesignerWorkflowComponent)
+            _assert_every_field_reached_the_stage(component.load_workflow(folder))
+
+
+def test_every_stage_field_is_in_the_shipped_schema_and_in_docs_yaml_md():
+    from dd_assets.yaml_loader import STAGE_FIELDS
+
+    properties = json.loads(SCHEMA_FILE.read_text())["$defs"]["StageModel"]["properties"]
+    keys = [STAGE_FIELDS[name].key or name for name in _stage_fields()]
+    assert sorted(properties) == sorted(keys)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "yaml.md").read_text()
+    table = docs.split("## Stage keys", 1)[1].split("\n\n", 2)[1]
+    assert sorted(line.split("`")[1] for line in table.splitlines() if line.startswith("| `")) == sorted(keys)
+
+
+def test_a_yaml_table_that_misses_a_stage_field_is_refused_at_import():
+    from dd_assets import Stage
+    from dd_assets.spec import STAGE_BOUNDS
+    from dd_assets.yaml_loader import STAGE_FIELDS, _model_from_fields
+
+    table = {name: entry for name, entry in STAGE_FIELDS.items() if name != "min_judge_score"}
+    with pytest.raises(TypeError, match=r"must name every field of Stage \(missing \['min_judge_score'\]"):
+        _model_from_fields("StageModel", Stage, table, STAGE_BOUNDS, "")
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("num_records", 0),
+        ("partitions", 1),
+        ("partitions", 10_001),
+        ("completion_threshold", 0),
+        ("completion_threshold", 1.5),
+        ("token_budget", 0),
+        ("stall_timeout_s", 0),
+    ],
+)
+def test_a_value_out_of_range_is_refused_alike_by_python_yaml_and_the_schema(tmp_path, field, bad):
+    from dd_assets import Stage
+
+    with pytest.raises(WorkflowDefinitionError) as python:
+        Workflow(name="wf", stages=[Stage(name="a", config=sampler_builder(), **{field: bad})])
+    from_yaml = _load_error(tmp_path, _workflow_text(_stage("a", f"\n    {field}: {bad}")))
+    assert from_yaml.endswith(str(python.value)), (from_yaml, str(python.value))
+    schema = workflow_json_schema()["$defs"]["StageModel"]["properties"][field]
+    number = next((b for b in schema.get("anyOf", []) if "type" in b and b["type"] != "null"), schema)
+    inside = number.get("minimum", -math.inf) <= bad <= number.get("maximum", math.inf) and bad > number.get(
+        "exclusiveMinimum", -math.inf
+    )
+    assert not inside, number
