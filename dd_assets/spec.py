@@ -280,7 +280,7 @@ def _load_builder(config: StageConfig) -> DataDesignerConfigBuilder:
     if isinstance(config, DataDesignerConfig):
         return DataDesignerConfigBuilder.from_config(BuilderConfig(data_designer=config.model_copy(deep=True)))
     if isinstance(config, Mapping):
-        return DataDesignerConfigBuilder.from_config(dict(config))
+        return _builder_from_mapping(config)
     if isinstance(config, (str, Path)):
         path = Path(config)
         if path.suffix not in {".yaml", ".yml", ".json"}:
@@ -293,11 +293,32 @@ def _load_builder(config: StageConfig) -> DataDesignerConfigBuilder:
             raise ValueError(f"config file {str(path)!r} cannot be read: {exc}") from exc
         if not isinstance(data, dict):
             raise ValueError(f"config file {str(path)!r} does not hold a mapping")
-        return DataDesignerConfigBuilder.from_config(resolve_seed_path(data, path.parent))
+        return _builder_from_mapping(resolve_seed_path(data, path.parent))
     raise TypeError(
         "expected a DataDesignerConfigBuilder, DataDesignerConfig, dict or config file path, "
         f"got {type(config).__name__}"
     )
+
+
+def _builder_from_mapping(config: Mapping[str, Any]) -> DataDesignerConfigBuilder:
+    """``DataDesignerConfigBuilder.from_config`` of a mapping, keeping the int keys of judge score options.
+
+    Data Designer loads a mapping through JSON, where every key is a string: a judge's options ``{4: ..., 0: ...}``
+    came back as ``{"4": ..., "0": ...}``, and the published scores as strings where the same config built in Python
+    publishes ints. Options written as ints get their int keys back (quoted keys stay strings, as written).
+    """
+    builder = DataDesignerConfigBuilder.from_config(dict(config))
+    body = config.get("data_designer", config)
+    for column in (body.get("columns") or []) if isinstance(body, Mapping) else []:
+        if not isinstance(column, Mapping) or not isinstance(column.get("scores"), list):
+            continue
+        loaded = getattr(builder.get_column_config(column.get("name")), "scores", None) or []
+        for score, written in zip(loaded, column["scores"], strict=False):
+            options = written.get("options") if isinstance(written, Mapping) else None
+            if isinstance(options, Mapping):
+                ints = {str(k): k for k in options if isinstance(k, int) and not isinstance(k, bool)}
+                score.options = {ints.get(key, key): text for key, text in score.options.items()}
+    return builder
 
 
 def resolve_seed_path(config: dict[str, Any], base_dir: Path) -> dict[str, Any]:

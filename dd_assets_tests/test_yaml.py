@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -460,3 +461,66 @@ def test_a_value_out_of_range_is_refused_alike_by_python_yaml_and_the_schema(tmp
         "exclusiveMinimum", -math.inf
     )
     assert not inside, number
+
+
+# --- judge scores keep their types: Data Designer's dict/file config load turns option keys into strings -----------
+
+
+def _judge_column(options: dict) -> dict:
+    return {
+        "name": "grade",
+        "column_type": "llm-judge",
+        "model_alias": "test-model",
+        "prompt": "Grade {{ color }}",
+        "scores": [{"name": "quality", "description": "how good", "options": options}],
+    }
+
+
+def test_judge_scores_keep_their_int_type_on_the_yaml_path(tmp_path, io_manager, instance, llm_resource, llm):
+    import data_designer.config as dd
+
+    from dd_assets import Stage
+    from dd_assets_tests.helpers import model_config
+
+    llm.structured_answer = {"quality": {"reasoning": "fine", "score": 4}}
+    options = {4: "great", 3: "good", 2: "fair", 1: "poor", 0: "bad"}
+    python_judge = dd.DataDesignerConfigBuilder(model_configs=[model_config()])
+    python_judge.add_column(
+        dd.LLMJudgeColumnConfig(
+            name="grade",
+            model_alias="test-model",
+            prompt="Grade {{ color }}",
+            scores=[dd.Score(name="quality", description="how good", options=options)],
+        )
+    )
+    python = Workflow(
+        name="judge_py",
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=3),
+            Stage(name="grade", config=python_judge, depends_on=["seed"]),
+        ],
+    )
+    judge = {"model_configs": [model_config().model_dump(mode="json")], "columns": [_judge_column(options)]}
+    (tmp_path / "judge.yaml").write_text(yaml.safe_dump(judge))  # a config file with int keys, as a user writes it
+    path = _write(
+        tmp_path,
+        _workflow_text(
+            _stage("seed", "\n    num_records: 3"),
+            "  - {name: from_file, config: judge.yaml, depends_on: [seed]}",
+            "  - name: inline\n    depends_on: [seed]\n    config: "
+            + yaml.safe_dump(judge, default_flow_style=True, width=10**6),
+            name="judge_yaml",
+        ),
+    )
+    from_yaml = Workflow.from_yaml(path)
+    assert from_yaml.stage("inline").builder.get_column_config("grade").scores[0].options == options
+    materialize([python, from_yaml], io_manager, instance, resource=llm_resource)
+
+    def published(workflow: str, stage: str):
+        return io_manager.read_stage(workflow, stage).schema.field("grade").type
+
+    expected = published("judge_py", "grade")
+    assert expected.field("quality").type.field("score").type == pa.int64(), expected
+    assert published("judge_yaml", "from_file") == expected
+    assert published("judge_yaml", "inline") == expected
+    assert io_manager.read_stage("judge_yaml", "inline").to_pandas()["grade"][0]["quality"]["score"] == 4
