@@ -16,6 +16,12 @@ check               severity  passes when
                               (declared only when that is set and the stage has judge columns)
 ==================  ========  =====================================================================
 
+A judge score counts as its number when its options are numbers (``{4: ..., 0: ...}``, also quoted). A score
+whose options are labels (``{"Complete": ..., "Partial": ..., "Incomplete": ...}``) counts each label by its place
+in the option list, read best first as Data Designer writes its numeric rubrics: the last option 0, the one before
+it 1, the first ``len(options) - 1``. Where numbers and labels are mixed (``{2: ..., 1: ..., "N/A": ...}``) the
+labels count for nothing and are left out of the mean. The check's ``label_values`` metadata shows the numbers used.
+
 None of them is blocking: a stage that should not feed downstream stages fails before publishing.
 Stages that made no generation (``skipped_empty_upstream``, ``overridden``) pass the generation checks with
 their status in the check metadata.
@@ -136,7 +142,35 @@ def _null_count(parquet: pq.ParquetFile, name: str) -> int:
     return total
 
 
-def _scores(value: Any) -> list[float]:
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def label_values(stage: Stage) -> dict[str, dict[str, dict[str, int]]]:
+    """The number each option label counts as, by judge column and score: only scores whose options are all labels.
+
+    Options are read best first (the last one counts 0), as Data Designer writes its numeric rubrics.
+    """
+    found: dict[str, dict[str, dict[str, int]]] = {}
+    for column in stage.builder.get_column_configs():
+        if column.name not in judge_columns(stage):
+            continue
+        for score in getattr(column, "scores", None) or []:
+            labels = list(score.options)
+            if labels and all(_number(label) is None for label in labels):
+                ranks = {str(label): len(labels) - 1 - place for place, label in enumerate(labels)}
+                found.setdefault(column.name, {})[score.name] = ranks
+    return found
+
+
+def _scores(value: Any, labels: dict[str, dict[str, int]]) -> list[float]:
+    """The numbers of one judge cell: its scores by name, each a number or a label of ``labels[score name]``."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -144,14 +178,14 @@ def _scores(value: Any) -> list[float]:
             return []
     found = []
     if isinstance(value, dict):
-        for item in value.values():
+        for name, item in value.items():
             score = item.get("score") if isinstance(item, dict) else None
-            try:
-                number = float(score)
-            except (TypeError, ValueError):
-                continue
-            if math.isfinite(number):
-                found.append(number)
+            number = _number(score)
+            if number is None and isinstance(score, str) and name in labels:
+                ranks = {label.casefold(): rank for label, rank in labels[name].items()}
+                number = ranks.get(score.strip().casefold())
+            if number is not None:
+                found.append(float(number))
     return found
 
 
@@ -208,20 +242,22 @@ def check_results(
 
     if stage.min_judge_score is not None and judge_columns(stage):
         scores: list[float] = []
+        labelled = label_values(stage)
         if generated and generated_files:
             for file in generated_files:
                 present = set(pq.read_schema(file).names)
                 table = pq.read_table(file, columns=[c for c in judge_columns(stage) if c in present])
                 for name in table.column_names:
                     for value in table.column(name).to_pylist():
-                        scores.extend(_scores(value))
+                        scores.extend(_scores(value, labelled.get(name, {})))
         mean = sum(scores) / len(scores) if scores else None
+        shown = {"label_values": labelled} if labelled else {}
         results.append(
             dg.AssetCheckResult(
                 asset_key=asset_key,
                 check_name=JUDGE_SCORE,
                 passed=(mean is not None and mean >= stage.min_judge_score) if generated else True,
-                metadata={"mean_score": mean, "scores": len(scores), "minimum": stage.min_judge_score},
+                metadata={"mean_score": mean, "scores": len(scores), "minimum": stage.min_judge_score, **shown},
             )
         )
     return results

@@ -196,6 +196,83 @@ def test_judge_score_check(io_manager, instance, llm):
     assert checks.get("judge_score") is True, (checks, result.success)
 
 
+def test_judge_score_check_counts_a_labelled_option_by_its_place_in_the_option_list(io_manager, instance, llm):
+    # options listed best first, as Data Designer writes its numeric rubrics ({4: ..., 0: ...}): the last label
+    # counts 0, the one before it 1, the first len(options) - 1
+    roomy = model_config("label-judge").model_copy(
+        update={"inference_parameters": dd.ChatCompletionInferenceParams(max_parallel_requests=2, max_tokens=256)}
+    )
+    judge = dd.DataDesignerConfigBuilder(model_configs=[roomy])
+    judge.add_column(
+        dd.LLMJudgeColumnConfig(
+            name="grade",
+            model_alias="label-judge",
+            prompt="Grade {{ color }}",
+            scores=[
+                dd.Score(
+                    name="completeness",
+                    description="is every part answered",
+                    options={"Complete": "every part", "Partial": "some parts", "Incomplete": "none"},
+                ),
+                dd.Score(name="accuracy", description="is it right", options={"Accurate": "yes", "Inaccurate": "no"}),
+            ],
+        )
+    )
+    llm.structured_answer = {
+        "completeness": {"reasoning": "most", "score": "Partial"},
+        "accuracy": {"reasoning": "right", "score": "Accurate"},
+    }
+    wf = Workflow(
+        name="labelled",
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=4),
+            Stage(name="grade", config=judge, depends_on=["seed"], min_judge_score=1.0),
+        ],
+    )
+    resource = DataDesignerResource(
+        model_providers=[{"name": TEST_PROVIDER, "endpoint": llm.endpoint, "api_key": "DD_ASSETS_TEST_API_KEY"}]
+    )
+    result = materialize(wf, io_manager, instance, resource=resource, raise_on_error=False)
+    evaluation = _evaluation(result, ["labelled", "grade"], "judge_score")
+    assert evaluation.metadata["scores"].value == 8 and evaluation.metadata["mean_score"].value == 1.0
+    assert evaluation.passed is True
+    assert evaluation.metadata["label_values"].value == {
+        "grade": {
+            "completeness": {"Complete": 2, "Partial": 1, "Incomplete": 0},
+            "accuracy": {"Accurate": 1, "Inaccurate": 0},
+        }
+    }
+
+
+def test_judge_score_labels_mixed_with_numbers_are_left_out_of_the_mean():
+    from dd_assets.checks import _scores, label_values
+
+    judge = dd.DataDesignerConfigBuilder(model_configs=[model_config()])
+    judge.add_column(
+        dd.LLMJudgeColumnConfig(
+            name="grade",
+            model_alias="test-model",
+            prompt="Grade {{ color }}",
+            scores=[
+                dd.Score(name="mixed", description="d", options={2: "good", 1: "poor", "N/A": "cannot tell"}),
+                dd.Score(name="words", description="d", options={"Yes": "y", "No": "n"}),
+            ],
+        )
+    )
+    wf = Workflow(
+        name="mixed",
+        stages=[
+            Stage(name="seed", config=sampler_builder(), num_records=2),
+            Stage(name="grade", config=judge, depends_on=["seed"], min_judge_score=1),
+        ],
+    )
+    labels = label_values(wf.stage("grade"))
+    assert labels == {"grade": {"words": {"Yes": 1, "No": 0}}}
+    cell = {"mixed": {"score": "N/A"}, "words": {"score": "yes"}}
+    assert _scores(cell, labels["grade"]) == [1.0]
+    assert _scores({"mixed": {"score": "2"}, "words": {"score": "No"}}, labels["grade"]) == [2.0, 0.0]
+
+
 def test_batches_that_dropped_records_are_not_paid_for_again_above_the_threshold(io_manager, instance, llm, tmp_path):
     from dd_assets_tests.helpers import FailOnce
 

@@ -524,3 +524,18 @@ def test_judge_scores_keep_their_int_type_on_the_yaml_path(tmp_path, io_manager,
     assert published("judge_yaml", "from_file") == expected
     assert published("judge_yaml", "inline") == expected
     assert io_manager.read_stage("judge_yaml", "inline").to_pandas()["grade"][0]["quality"]["score"] == 4
+
+
+def test_an_expression_column_is_text_unless_it_says_dtype_as_docs_yaml_md_says(tmp_path, io_manager, instance):
+    config = (
+        "\n      columns:\n        - {name: n, column_type: sampler, sampler_type: uniform, params: {low: 0, high: 9},"
+        " convert_to: int}\n        - {name: big, column_type: expression, expr: '{{ n > 4 }}'}"
+        "\n        - {name: big_bool, column_type: expression, expr: '{{ n > 4 }}', dtype: bool}\n"
+    )
+    wf = Workflow.from_yaml(_write(tmp_path, _workflow_text(_stage("a", "\n    num_records: 6", config=config))))
+    materialize(wf, io_manager, instance)
+    frame = io_manager.read_stage("wf", "a").to_pandas()
+    assert set(frame["big"]) <= {"True", "False"} and frame["big_bool"].dtype == bool
+    assert list(frame["big"]) == [str(v) for v in frame["big_bool"]]
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "yaml.md").read_text()
+    assert "### Expression columns are strings unless they say `dtype`" in docs
