@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -80,6 +81,14 @@ def _params(params: object) -> str:
     return _short(json.dumps(data, sort_keys=True, default=str), 120)
 
 
+_TEST = re.compile(r"^\s*\{\{(?!.*\bif\b)(?=.*(?:==|!=|<|>|\b(?:and|or|not|in|is)\b)).*\}\}\s*$", re.DOTALL)
+
+
+def _is_a_test(expr: str) -> bool:
+    """Whether an expression is one ``{{ }}`` holding a comparison or a logic test, which renders 'True'/'False'."""
+    return bool(_TEST.match(expr)) and expr.count("{{") == 1
+
+
 def describe_column(config: object) -> Column:
     """Type and description of one generated column of a Data Designer config."""
     kind = str(getattr(config, "column_type", "")).replace("ColumnType.", "").lower()
@@ -93,7 +102,10 @@ def describe_column(config: object) -> Column:
         return Column(name, column_type, f"sampler {sampler} {_params(getattr(config, 'params', None))}".strip())
     if kind == "expression":
         dtype = str(getattr(config, "dtype", "str"))
-        return Column(name, {"str": "string"}.get(dtype, dtype), f"expression: {_short(config.expr)}")  # type: ignore[attr-defined]
+        how = f"expression: {_short(config.expr)}"  # type: ignore[attr-defined]
+        if "dtype" not in config.model_fields_set and _is_a_test(config.expr):  # type: ignore[attr-defined]
+            how += " (text 'True'/'False': set dtype bool for booleans)"
+        return Column(name, {"str": "string"}.get(dtype, dtype), how)
     if kind.startswith("llm"):
         alias = getattr(config, "model_alias", "?")
         text = f"{kind} column on model alias {alias!r}: prompt {_short(getattr(config, 'prompt', ''))!r}"

@@ -136,3 +136,16 @@ def test_a_csv_seed_header_with_quoted_names_is_read_as_csv(tmp_path, io_manager
     assert seed_file_columns_ordered(workflow.stage("a")) == ["id", "note, long"]
     assert materialize(workflow, io_manager, instance).success
     assert io_manager.read_stage("csvseed", "a").columns == ["id", "note, long", "label"]
+
+
+def test_an_expression_that_renders_true_or_false_without_dtype_says_so_before_any_run():
+    builder = dd.DataDesignerConfigBuilder()
+    builder.add_column(dd.SamplerColumnConfig(name="n", sampler_type="uniform", params={"low": 0, "high": 9}))
+    builder.add_column(dd.ExpressionColumnConfig(name="big", expr="{{ n > 4 }}"))
+    builder.add_column(dd.ExpressionColumnConfig(name="typed", expr="{{ n > 4 }}", dtype="bool"))
+    builder.add_column(dd.ExpressionColumnConfig(name="word", expr="{{ 'big' if n > 4 else 'small' }}"))
+    defs = build_workflow_definitions(Workflow(name="exprs", stages=[Stage(name="a", config=builder)]))
+    columns = _schema(defs, ["exprs", "a"])
+    assert columns["big"] == ("string", "expression: {{ n > 4 }} (text 'True'/'False': set dtype bool for booleans)")
+    assert columns["typed"] == ("bool", "expression: {{ n > 4 }}")
+    assert columns["word"] == ("string", "expression: {{ 'big' if n > 4 else 'small' }}")
