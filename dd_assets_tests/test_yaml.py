@@ -539,3 +539,18 @@ def test_an_expression_column_is_text_unless_it_says_dtype_as_docs_yaml_md_says(
     assert list(frame["big"]) == [str(v) for v in frame["big_bool"]]
     docs = (Path(__file__).resolve().parents[1] / "docs" / "yaml.md").read_text()
     assert "### Expression columns are strings unless they say `dtype`" in docs
+
+
+def test_a_relative_seed_path_in_an_inline_config_resolves_against_the_workflow_file(tmp_path, monkeypatch):
+    import pandas as pd
+
+    folder = tmp_path / "project"
+    (folder / "seeds").mkdir(parents=True)
+    pd.DataFrame({"text": ["a"]}).to_parquet(folder / "seeds" / "s.parquet")
+    config = (
+        "\n      seed_config: {source: {seed_type: local, path: seeds/s.parquet}}"
+        "\n      columns:\n        - {name: upper, column_type: expression, expr: '{{ text | upper }}'}\n"
+    )
+    monkeypatch.chdir(tmp_path)  # not the workflow's folder
+    wf = Workflow.from_yaml(_write(folder, _workflow_text(_stage("up", config=config))))
+    assert wf.stage("up").builder.get_seed_config().source.path == str(folder / "seeds" / "s.parquet")
