@@ -27,7 +27,7 @@ from dd_assets.resource import DataDesignerResource
 from dd_assets.spec import WorkflowDefinitionError
 from dd_assets.stage_guard import DEFAULT_STALL_TIMEOUT_S
 from dd_assets.workflow_definitions import build_workflow_definitions
-from dd_assets.yaml_loader import load_workflow_yaml, workflow_from_mapping
+from dd_assets.yaml_loader import inline_workflow_schema, load_workflow_yaml, workflow_from_mapping
 
 STARTER_WORKFLOW = """\
 # yaml-language-server: $schema={schema}
@@ -81,10 +81,17 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
 
     workflow_file: str | None = Field(default=None, description="Workflow YAML file, relative to this folder.")
     # Taken as written: Dagster renders every attribute string as a native Jinja template, which would turn
-    # on_success_version "2" into the int 2 and fail on Data Designer's own templates ("{{ text }}").
-    workflow: Annotated[dict[str, Any] | None, dg.Resolver.passthrough()] = Field(
-        default=None, description="Inline workflow: name and stages, taken as written (no Dagster templating)."
-    )
+    # on_success_version "2" into the int 2 and fail on Data Designer's own templates ("{{ text }}"). Its schema is
+    # the YAML format's (workflow.schema.json), so editors of defs.yaml know every stage key.
+    workflow: Annotated[
+        dict[str, Any] | None,
+        dg.Resolver(
+            lambda context, value: value,
+            inject_before_resolve=False,
+            description="Inline workflow: name and stages, taken as written (no Dagster templating).",
+            json_schema_extra=inline_workflow_schema(),
+        ),
+    ] = Field(default=None, description="Inline workflow: name and stages, taken as written (no Dagster templating).")
     base_dir: str = Field(default="data", description="Where stages are stored (path or fsspec URL).")
     model_providers: list[dict[str, Any]] | None = Field(default=None, description="Data Designer providers.")
     run_config: dict[str, Any] = Field(default_factory=dict, description="Data Designer RunConfig fields.")

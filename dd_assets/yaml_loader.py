@@ -38,6 +38,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     TypeAdapter,
@@ -148,7 +149,7 @@ STAGE_FIELDS: dict[str, YamlField] = {
     "output": YamlField(str, "'final' or 'processor:<name>'."),
     "on_success": YamlField(str | None, "'module:function' called with the artifact dir.", _on_success),
     "on_success_version": YamlField(str | None, "Version of on_success (in the code version)."),
-    "allow_empty": YamlField(bool, "Accept an empty output; downstream stages are skipped."),
+    "allow_empty": YamlField(StrictBool, "Accept an empty output; downstream stages are skipped."),
     "sampling_strategy": YamlField(Literal[tuple(s.value for s in SamplingStrategy)]),  # type: ignore[misc]
     "selection_strategy": YamlField(IndexRangeModel | PartitionBlockModel | None, convert=_selection),
     "combine": YamlField(str | None, "'concat', 'zip' or 'module:function'.", _combine),
@@ -280,6 +281,23 @@ def workflow_json_schema() -> dict[str, Any]:
     schema = WorkflowModel.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
+
+
+def inline_workflow_schema() -> dict[str, Any]:
+    """The workflow schema with its ``$defs`` written in place, to embed in another schema (the Component's)."""
+    schema = WorkflowModel.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return {key: value for key, value in inline(schema).items() if key not in ("title", "description", "type")}
 
 
 def _import_path(value: str, *, label: str) -> Any:

@@ -413,6 +413,9 @@ def test_every_stage_field_is_accepted_by_the_component(tmp_path):
             component = tree.load_component(folder)
             assert isinstance(component, DataDesignerWorkflowComponent)
             _assert_every_field_reached_the_stage(component.load_workflow(folder))
+    # the attributes schema dg gives editors of defs.yaml carries the YAML format's stage keys
+    attribute = DataDesignerWorkflowComponent.get_model_cls().model_json_schema()["properties"]["workflow"]
+    assert sorted(attribute["properties"]["stages"]["items"]["properties"]) == sorted(FIELD_SAMPLES)
 
 
 def test_every_stage_field_is_in_the_shipped_schema_and_in_docs_yaml_md():
