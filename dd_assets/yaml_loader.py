@@ -55,6 +55,38 @@ class PartitionBlockModel(BaseModel):
     num_partitions: int = Field(default=1, ge=1)
 
 
+class OnCronModel(BaseModel):
+    """``{on_cron: "<cron>"}``: ``dg.AutomationCondition.on_cron``, run once per cron tick after every upstream
+    updated since."""
+
+    model_config = ConfigDict(extra="forbid")
+    on_cron: str = Field(description="A cron schedule such as '0 6 * * *' (UTC).")
+
+
+AutomationModel = Literal["eager", "on_missing"] | OnCronModel
+AUTOMATION_DESCRIPTION = (
+    "When Dagster's automation runs the stage: 'eager' (whenever an upstream changes, and when missing), "
+    "'on_missing' (once, when missing), or {on_cron: '<cron>'}."
+)
+OWNERS_DESCRIPTION = "Asset owners: 'team:<name>' or an email address."
+TAGS_DESCRIPTION = "Asset tags (string keys and values)."
+
+
+def automation_condition(value: AutomationModel | None) -> dg.AutomationCondition | None:
+    """The Dagster condition of a YAML ``automation`` value (its cron schedule checked)."""
+    if value is None:
+        return None
+    if value == "eager":
+        return dg.AutomationCondition.eager()
+    if value == "on_missing":
+        return dg.AutomationCondition.on_missing()
+    from dagster._utils.schedules import is_valid_cron_schedule  # Dagster's own check, as its schedules use
+
+    if not is_valid_cron_schedule(value.on_cron):
+        raise ValueError(f"on_cron {value.on_cron!r} is not a valid cron schedule (five fields, e.g. '0 6 * * *')")
+    return dg.AutomationCondition.on_cron(value.on_cron)
+
+
 class StageModel(BaseModel):
     """One stage in a workflow YAML file (see ``docs/yaml.md``)."""
 
@@ -96,6 +128,9 @@ class StageModel(BaseModel):
         gt=0,
         description="Fail when the stage's model calls wait this long without a success (default: the resource's).",
     )
+    automation: AutomationModel | None = Field(default=None, description=AUTOMATION_DESCRIPTION)
+    owners: list[str] = Field(default_factory=list, description=OWNERS_DESCRIPTION)
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DESCRIPTION)
 
 
 class WorkflowModel(BaseModel):
@@ -117,6 +152,11 @@ class WorkflowModel(BaseModel):
     max_concurrent_stages: StrictInt | None = Field(
         default=None, ge=1, description="In concurrent execution, at most this many stages at once."
     )
+    automation: AutomationModel | None = Field(
+        default=None, description="The automation of every stage that sets none. " + AUTOMATION_DESCRIPTION
+    )
+    owners: list[str] = Field(default_factory=list, description=OWNERS_DESCRIPTION + " Of every stage.")
+    tags: dict[str, str] = Field(default_factory=dict, description=TAGS_DESCRIPTION + " Of every stage.")
 
 
 def workflow_json_schema() -> dict[str, Any]:
@@ -232,6 +272,10 @@ def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") 
             selection = _selection_strategy(stage.selection_strategy)
         except ValidationError as exc:
             raise fail(_model_error(exc, stage.selection_strategy), "selection_strategy") from None
+        try:
+            automation = automation_condition(stage.automation)
+        except ValueError as exc:
+            raise fail(str(exc), "automation") from None
         stages.append(
             Stage(
                 name=stage.name,
@@ -250,8 +294,15 @@ def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") 
                 partitions=stage.partitions,
                 token_budget=stage.token_budget,
                 stall_timeout_s=stage.stall_timeout_s,
+                automation_condition=automation,
+                owners=stage.owners,
+                tags=stage.tags,
             )
         )
+    try:
+        automation = automation_condition(model.automation)
+    except ValueError as exc:
+        raise WorkflowDefinitionError(str(exc), workflow=model.name, field="automation", file=file) from None
     try:
         return Workflow(
             name=model.name,
@@ -259,6 +310,9 @@ def workflow_from_mapping(data: Any, *, base_dir: Path, file: str = "<inline>") 
             max_num_records=model.max_num_records,
             execution=model.execution,
             max_concurrent_stages=model.max_concurrent_stages,
+            automation_condition=automation,
+            owners=model.owners,
+            tags=model.tags,
         )
     except WorkflowDefinitionError as exc:
         raise exc.with_file(file) from exc.__cause__
