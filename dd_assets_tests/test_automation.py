@@ -48,6 +48,8 @@ def test_an_eager_stage_is_requested_again_whenever_its_upstream_changes(executi
     derived = dg.AssetKey(["auto", "derived"])
     assert _spec(defs, ["auto", "derived"]).automation_condition == dg.AutomationCondition.eager()
     assert _spec(defs, ["auto", "seed"]).automation_condition is None
+    sensor = defs.resolve_sensor_def("default_automation_condition_sensor")  # listed under Automation in the UI
+    assert derived in sensor.asset_selection.resolve(defs.resolve_asset_graph())
 
     def tick(cursor=None):
         selection = dg.AssetSelection.all() | dg.AssetSelection.all_asset_checks()  # Dagster's default warns (beta)
