@@ -13,21 +13,28 @@ In a ``dg`` project (``dg scaffold defs dd_assets.DataDesignerWorkflowComponent 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from dd_assets.io_manager import StageParquetIOManager
 from dd_assets.known_fields import pydantic_field_names, unknown_fields, unknown_fields_reason
 from dd_assets.resource import DataDesignerResource
-from dd_assets.spec import WorkflowDefinitionError
+from dd_assets.spec import Workflow, WorkflowDefinitionError
 from dd_assets.stage_guard import DEFAULT_STALL_TIMEOUT_S
 from dd_assets.workflow_definitions import build_workflow_definitions
-from dd_assets.yaml_loader import inline_workflow_schema, load_workflow_yaml, workflow_from_mapping
+from dd_assets.yaml_loader import (
+    AutomationModel,
+    automation_condition,
+    inline_workflow_schema,
+    load_workflow_yaml,
+    workflow_from_mapping,
+)
 
 STARTER_WORKFLOW = """\
 # yaml-language-server: $schema={schema}
@@ -75,6 +82,10 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
         max_concurrent_stages: in concurrent execution, at most this many stages at once.
         prices: dollars per million input and output tokens by model or alias (``DataDesignerResource.prices``).
         stall_timeout_s: fail a stage whose model calls wait this long without a success.
+        automation: the automation of every stage that sets none (``eager``, ``on_missing``, ``{on_cron: ...}``);
+            replaces the workflow's own.
+        owners: asset owners of every stage, before the workflow's and the stage's own.
+        tags: asset tags of every stage, under the workflow's and the stage's own.
     """
 
     model_config = ConfigDict(hide_input_in_errors=True)
@@ -110,6 +121,12 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
         default=DEFAULT_STALL_TIMEOUT_S, gt=0, description="Fail a stage whose model calls wait this long unanswered."
     )
 
+    automation: Literal["eager", "on_missing"] | dict[str, str] | None = Field(
+        default=None, description="Automation of every stage that sets none: eager, on_missing or {on_cron: <cron>}."
+    )
+    owners: list[str] = Field(default_factory=list, description="Asset owners of every stage: 'team:x' or an email.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Asset tags of every stage.")
+
     @model_validator(mode="before")
     @classmethod
     def _known_attributes(cls, data: Any) -> Any:
@@ -127,8 +144,29 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
                 "set exactly one of 'workflow_file' and 'workflow'", field="attributes", file=str(folder / "defs.yaml")
             )
         if self.workflow_file is not None:
-            return load_workflow_yaml(folder / self.workflow_file)
-        return workflow_from_mapping(self.workflow, base_dir=folder, file=str(folder / "defs.yaml"))
+            workflow = load_workflow_yaml(folder / self.workflow_file)
+        else:
+            workflow = workflow_from_mapping(self.workflow, base_dir=folder, file=str(folder / "defs.yaml"))
+        return self._with_asset_attributes(workflow, file=str(folder / "defs.yaml"))
+
+    def _with_asset_attributes(self, workflow: Workflow, *, file: str) -> Workflow:
+        """The workflow with this component's ``automation``, ``owners`` and ``tags`` as its defaults."""
+        if self.automation is None and not self.owners and not self.tags:
+            return workflow
+        try:
+            automation = automation_condition(TypeAdapter(AutomationModel).validate_python(self.automation))
+        except (ValidationError, ValueError) as exc:
+            reason = exc.errors(include_url=False)[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise WorkflowDefinitionError(reason, workflow=workflow.name, field="automation", file=file) from None
+        try:
+            return dataclasses.replace(
+                workflow,
+                automation_condition=automation if automation is not None else workflow.automation_condition,
+                owners=list(dict.fromkeys([*self.owners, *workflow.owners])),
+                tags={**self.tags, **workflow.tags},
+            )
+        except WorkflowDefinitionError as exc:
+            raise exc.with_file(file) from None
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         workflow = self.load_workflow(Path(context.path))

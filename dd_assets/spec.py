@@ -162,6 +162,10 @@ class Stage:
             overrides it. See ``docs/reference.md``.
         stall_timeout_s: fail when the stage's model calls wait this long without one success; overrides
             ``DataDesignerResource.stall_timeout_s``.
+        automation_condition: any ``dg.AutomationCondition`` (e.g. ``dg.AutomationCondition.eager()``: re-run
+            when an upstream changes); replaces the workflow's. Not part of the code version.
+        owners: asset owners (``"team:..."`` or an email), after the workflow's. Not part of the code version.
+        tags: asset tags, over the workflow's. Not part of the code version.
     """
 
     name: str
@@ -182,6 +186,9 @@ class Stage:
     partitions: int | dg.PartitionsDefinition | None = None
     token_budget: int | None = None
     stall_timeout_s: float | None = None
+    automation_condition: dg.AutomationCondition | None = None
+    owners: Sequence[str] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     # Filled in by validation: the config as a builder, with the user's object left untouched.
     builder: DataDesignerConfigBuilder = field(init=False, repr=False)
@@ -214,6 +221,12 @@ class Workflow:
     as its upstreams are published, at the same time on the shared ``DataDesigner``."""
     max_concurrent_stages: int | None = None
     """In ``concurrent`` execution, at most this many stages generate at once (default: no cap)."""
+    automation_condition: dg.AutomationCondition | None = None
+    """The automation condition of every stage that sets none of its own."""
+    owners: Sequence[str] = ()
+    """Owners of every stage's asset (a stage's own owners follow them)."""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tags of every stage's asset (a stage's own tags win on the same key)."""
     # Filled in by validation: each stage's columns before any run (dd_assets.column_flow.StageColumns).
     column_flow: dict[str, Any] = field(init=False, repr=False, default_factory=dict)
 
@@ -397,6 +410,7 @@ def _validate_workflow(workflow: Workflow) -> None:
         raise WorkflowDefinitionError(
             f"must be a positive integer or None, got {cap!r}", workflow=workflow.name, field="max_concurrent_stages"
         )
+    _validate_asset_attributes(workflow, lambda message, name: _raise(message, workflow.name, None, name))
     if not workflow.stages:
         raise WorkflowDefinitionError("a workflow needs at least one stage", workflow=workflow.name, field="stages")
     seen: set[str] = set()
@@ -552,6 +566,47 @@ def _validate_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_n
     if timeout is not None and timeout not in bounds:
         fail(f"must be a number of seconds > {bounds.exclusive_minimum}, got {timeout!r}", "stall_timeout_s")
     _validate_partitions(stage, builder, fail)
+    _validate_asset_attributes(stage, fail)
+
+
+def _raise(message: str, workflow: str, stage: str | None, field_name: str) -> None:
+    raise WorkflowDefinitionError(message, workflow=workflow, stage=stage, field=field_name)
+
+
+def _validate_asset_attributes(owner: Stage | Workflow, fail: Callable[[str, str], None]) -> None:
+    """``automation_condition``, ``owners`` and ``tags`` of a stage or workflow, as Dagster will take them."""
+    condition = owner.automation_condition
+    if condition is not None and not isinstance(condition, dg.AutomationCondition):
+        fail(f"must be a dg.AutomationCondition or None, got {type(condition).__name__}", "automation_condition")
+    owners = owner.owners
+    if isinstance(owners, str) or not isinstance(owners, Sequence) or not all(isinstance(o, str) for o in owners):
+        fail(f"must be a list of strings ('team:...' or an email), got {owners!r}", "owners")
+    tags = owner.tags
+    if not isinstance(tags, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        fail(f"must be a mapping of strings to strings, got {tags!r}", "tags")
+    object.__setattr__(owner, "owners", tuple(owners))
+    object.__setattr__(owner, "tags", dict(tags))
+    for field_name, value in (("owners", {"owners": list(owners)}), ("tags", {"tags": dict(tags)})):
+        try:  # Dagster's own rules for owners and tag keys/values
+            dg.AssetSpec(key="dd_assets_check", **value)
+        except Exception as exc:  # noqa: BLE001 - Dagster raises definition and check errors here
+            reason = str(exc).replace(" for asset 'AssetKey(['dd_assets_check'])'", "")
+            fail(reason, field_name)
+
+
+def stage_automation_condition(workflow: Workflow, stage: Stage) -> dg.AutomationCondition | None:
+    """The stage's own automation condition, or else its workflow's."""
+    return stage.automation_condition if stage.automation_condition is not None else workflow.automation_condition
+
+
+def stage_owners(workflow: Workflow, stage: Stage) -> list[str]:
+    """The workflow's owners, then the stage's own (each once)."""
+    return list(dict.fromkeys([*workflow.owners, *stage.owners]))
+
+
+def stage_tags(workflow: Workflow, stage: Stage) -> dict[str, str]:
+    """The workflow's tags with the stage's own over them."""
+    return {**workflow.tags, **stage.tags}
 
 
 def check_token_budget(budget: object) -> str | None:

@@ -140,12 +140,16 @@ class StageRun:
         """For a partition that splits its seed (a root seed file, or upstreams not partitioned like it): its block."""
         if self.partition is None:
             return None
-        upstream_partitions = [
-            self.workflow.stage(dep).partitions_def for dep in self.stage.depends_on if isinstance(dep, str)
-        ]
+        upstream_partitions = [self.upstream_partitions_def(dep) for dep in self.stage.depends_on]
         if upstream_partitions and all(p == self.stage.partitions_def for p in upstream_partitions):
             return None  # partition k reads upstream partition k
         return PartitionBlock(index=self.partition_index, num_partitions=self.partition_count)
+
+    def upstream_partitions_def(self, dep: str | dg.AssetKey) -> dg.PartitionsDefinition | None:
+        """An upstream's partitions: a stage's own, or those of any other asset as this job knows it."""
+        if isinstance(dep, str):
+            return self.workflow.stage(dep).partitions_def
+        return self.context.job_def.asset_layer.get(self.upstream_keys[dep]).partitions_def
 
     @property
     def selection_strategy(self) -> IndexRange | PartitionBlock | None:

@@ -11,7 +11,7 @@ import dagster as dg
 
 from dd_assets.checks import check_specs
 from dd_assets.column_schema import stage_column_schema
-from dd_assets.spec import Stage, Workflow
+from dd_assets.spec import Stage, Workflow, stage_automation_condition, stage_owners, stage_tags
 from dd_assets.versioning import stage_code_version
 
 IO_MANAGER_KEY = "dd_stage_io_manager"
@@ -65,8 +65,16 @@ class DataDesignerStageTranslator:
         }
 
     def get_tags(self, workflow: Workflow, stage: Stage) -> dict[str, str]:
-        """Asset tags (none by default)."""
-        return {}
+        """Asset tags: the workflow's ``tags`` with the stage's own over them."""
+        return stage_tags(workflow, stage)
+
+    def get_owners(self, workflow: Workflow, stage: Stage) -> list[str]:
+        """Asset owners: the workflow's ``owners``, then the stage's own."""
+        return stage_owners(workflow, stage)
+
+    def get_automation_condition(self, workflow: Workflow, stage: Stage) -> dg.AutomationCondition | None:
+        """The stage's ``automation_condition``, or else the workflow's (none by default)."""
+        return stage_automation_condition(workflow, stage)
 
     def get_pool(self, workflow: Workflow, stage: Stage) -> str | None:
         """The Dagster concurrency pool of the stage's op (none by default); caps model traffic across runs."""
@@ -115,5 +123,7 @@ class DataDesignerStageTranslator:
                 "dd_assets/stage": stage.name,
             },
             tags=self.get_tags(workflow, stage),
+            owners=self.get_owners(workflow, stage),
+            automation_condition=self.get_automation_condition(workflow, stage),
             partitions_def=self.get_partitions_def(workflow, stage),
         ).with_io_manager_key(IO_MANAGER_KEY)

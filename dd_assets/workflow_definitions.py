@@ -75,16 +75,40 @@ def build_workflow_definitions(
                 )
             op_owners[op_name] = (workflow.name, stage.name)
     check_model_aliases(all_workflows)
-    assets = [
-        asset
-        for workflow in all_workflows
-        for asset in build_workflow_assets(workflow, translator, execution, max_concurrent_stages)
-    ]
+    assets: list[dg.AssetsDefinition] = []
+    jobs = []
+    for workflow in all_workflows:
+        workflow_assets = build_workflow_assets(workflow, translator, execution, max_concurrent_stages)
+        assets.extend(workflow_assets)
+        job = workflow_job(workflow, workflow_assets)
+        if job is not None:
+            jobs.append(job)
     return dg.Definitions(
         assets=assets,
+        jobs=jobs,
         resources={
             RESOURCE_KEY: data_designer or DataDesignerResource(),
             IO_MANAGER_KEY: io_manager or StageParquetIOManager(),
         },
         executor=executor or dg.in_process_executor,
+    )
+
+
+def workflow_job_name(workflow: Workflow) -> str:
+    """``<workflow>_job``."""
+    return f"{workflow.name}_job"
+
+
+def workflow_job(workflow: Workflow, assets: list[dg.AssetsDefinition]) -> dg.UnresolvedAssetJobDefinition | None:
+    """A job materializing every stage of the workflow (with their checks), or ``None`` when the stages are
+    partitioned in more than one way: a Dagster asset job holds one partitions definition."""
+    specs = [spec for assets_def in assets for spec in assets_def.specs]
+    partitions_defs = [spec.partitions_def for spec in specs if spec.partitions_def is not None]
+    if any(other != partitions_defs[0] for other in partitions_defs[1:]):
+        return None
+    return dg.define_asset_job(
+        workflow_job_name(workflow),
+        # by key, not by group: a translator may put stages into other groups
+        selection=dg.AssetSelection.assets(*[spec.key for spec in specs]),
+        description=f"Every stage of the Data Designer workflow {workflow.name!r}.",
     )

@@ -127,6 +127,42 @@ def _combine(value: str, base_dir: Path) -> Any:
     return value if value in ("concat", "zip") else _import_path(value, label="combine")
 
 
+class OnCronModel(BaseModel):
+    """``{on_cron: "<cron>"}``: ``dg.AutomationCondition.on_cron``, run once per cron tick after every upstream
+    updated since."""
+
+    model_config = ConfigDict(extra="forbid")
+    on_cron: str = Field(description="A cron schedule such as '0 6 * * *' (UTC).")
+
+
+AutomationModel = Literal["eager", "on_missing"] | OnCronModel
+AUTOMATION_DESCRIPTION = (
+    "When Dagster's automation runs the stage: 'eager' (whenever an upstream changes, and when missing), "
+    "'on_missing' (once, when missing), or {on_cron: '<cron>'}."
+)
+OWNERS_DESCRIPTION = "Asset owners: 'team:<name>' or an email address."
+TAGS_DESCRIPTION = "Asset tags (string keys and values)."
+
+
+def automation_condition(value: AutomationModel | None) -> dg.AutomationCondition | None:
+    """The Dagster condition of a YAML ``automation`` value (its cron schedule checked)."""
+    if value is None:
+        return None
+    if value == "eager":
+        return dg.AutomationCondition.eager()
+    if value == "on_missing":
+        return dg.AutomationCondition.on_missing()
+    from dagster._utils.schedules import is_valid_cron_schedule  # Dagster's own check, as its schedules use
+
+    if not is_valid_cron_schedule(value.on_cron):
+        raise ValueError(f"on_cron {value.on_cron!r} is not a valid cron schedule (five fields, e.g. '0 6 * * *')")
+    return dg.AutomationCondition.on_cron(value.on_cron)
+
+
+def _automation(value: AutomationModel, base_dir: Path) -> dg.AutomationCondition | None:
+    return automation_condition(value)
+
+
 def _selection(value: IndexRangeModel | PartitionBlockModel, base_dir: Path) -> IndexRange | PartitionBlock:
     try:
         return _selection_strategy(value)
@@ -173,6 +209,9 @@ STAGE_FIELDS: dict[str, YamlField] = {
         Number | None,
         "Fail when the stage's model calls wait this long without a success (default: the resource's).",
     ),
+    "automation_condition": YamlField(AutomationModel | None, AUTOMATION_DESCRIPTION, _automation, key="automation"),
+    "owners": YamlField(list[str], OWNERS_DESCRIPTION),
+    "tags": YamlField(dict[str, str], TAGS_DESCRIPTION),
 }
 """Every :class:`Stage` field as a YAML key: ``StageModel`` and the JSON Schema are generated from it."""
 
@@ -187,6 +226,14 @@ WORKFLOW_FIELDS: dict[str, YamlField] = {
         "per_stage: one Dagster step per stage; concurrent: one step runs ready stages at the same time.",
     ),
     "max_concurrent_stages": YamlField(StrictInt | None, "In concurrent execution, at most this many stages at once."),
+    "automation_condition": YamlField(
+        AutomationModel | None,
+        "The automation of every stage that sets none. " + AUTOMATION_DESCRIPTION,
+        _automation,
+        key="automation",
+    ),
+    "owners": YamlField(list[str], OWNERS_DESCRIPTION + " Of every stage."),
+    "tags": YamlField(dict[str, str], TAGS_DESCRIPTION + " Of every stage."),
 }
 """Every :class:`Workflow` field as a YAML key (``stages`` holds ``StageModel`` entries)."""
 

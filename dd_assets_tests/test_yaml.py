@@ -364,6 +364,9 @@ FIELD_SAMPLES = {
     "partitions": ("parted", 4, lambda v: v == 4),
     "token_budget": ("full", 5000, lambda v: v == 5000),
     "stall_timeout_s": ("full", 45, lambda v: v == 45),
+    "automation_condition": ("full", "eager", lambda v: isinstance(v, dg.AutomationCondition)),
+    "owners": ("full", ["team:data"], lambda v: list(v) == ["team:data"]),
+    "tags": ("full", {"tier": "gold"}, lambda v: dict(v) == {"tier": "gold"}),
 }
 
 
@@ -377,8 +380,10 @@ def _stage_fields() -> list[str]:
 
 def _every_field_workflow() -> dict:
     stages = {name: {"name": name, "config": CATEGORY} for name in ("a", "b", "full", "parted")}
+    from dd_assets.yaml_loader import STAGE_FIELDS
+
     for field, (stage, value, _) in FIELD_SAMPLES.items():
-        stages[stage][field] = value
+        stages[stage][STAGE_FIELDS[field].key or field] = value
     return {"name": "every_field", "stages": list(stages.values())}
 
 
@@ -415,7 +420,10 @@ def test_every_stage_field_is_accepted_by_the_component(tmp_path):
             _assert_every_field_reached_the_stage(component.load_workflow(folder))
     # the attributes schema dg gives editors of defs.yaml carries the YAML format's stage keys
     attribute = DataDesignerWorkflowComponent.get_model_cls().model_json_schema()["properties"]["workflow"]
-    assert sorted(attribute["properties"]["stages"]["items"]["properties"]) == sorted(FIELD_SAMPLES)
+    from dd_assets.yaml_loader import STAGE_FIELDS
+
+    keys = sorted(STAGE_FIELDS[name].key or name for name in FIELD_SAMPLES)
+    assert sorted(attribute["properties"]["stages"]["items"]["properties"]) == keys
 
 
 def test_every_stage_field_is_in_the_shipped_schema_and_in_docs_yaml_md():
