@@ -343,10 +343,7 @@ class FakeLLMServer:
     def user_prompt(body: dict) -> str:
         """The text of the last user message (plain or content parts)."""
         messages = body.get("messages", [])
-        user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
-        if isinstance(user, list):
-            user = " ".join(part.get("text", "") for part in user if isinstance(part, dict))
-        return str(user or "")
+        return message_text(next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), ""))
 
     def _record(self, body: dict, auth: str) -> None:
         user = self.user_prompt(body)
