@@ -8,6 +8,11 @@ a request whose messages and ``max_tokens`` do not fit with the 400 error vLLM o
 :meth:`FakeLLMServer.go_away` makes the server stop listening after a number of generation requests (connections are
 refused, requests already accepted are reset), until :meth:`FakeLLMServer.come_back`. ``request_log`` holds one
 entry per answered request (kind, status, tokens, finish reason).
+
+A structured request (a ``response_format`` with a JSON schema, or Data Designer's ``<response_schema>`` block in a
+message) is answered with an object built from that schema (:func:`instance_of`), and a code request (Data
+Designer's "Your response must be code written in <language>") with one fenced code block; both are deterministic
+per prompt. Prompts are read from plain string content and from content parts (``[{"type": "text", ...}]``).
 """
 
 from __future__ import annotations
@@ -49,6 +54,97 @@ def truncate_to_tokens(text: str, max_tokens: int) -> str:
     return text if used <= max_tokens else text[:end]
 
 
+# the schema block itself, not the instructions' mention of "<response_schema> markup tags"
+RESPONSE_SCHEMA = re.compile(r"<response_schema>\s*(\{.*?\})\s*</response_schema>", re.DOTALL)
+CODE_LANGUAGE = re.compile(r"Your response must be code written in ([\w+#.:-]+?)\.?\s*$", re.MULTILINE)
+WORDS = ["alpha", "bravo", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper", "kestrel"]
+
+
+def _pick(seed: str, path: str, n: int) -> int:
+    """A deterministic choice in ``range(n)`` for one place (``path``) of the answer to one prompt (``seed``)."""
+    return int(hashlib.sha256(f"{seed}|{path}".encode()).hexdigest()[:12], 16) % max(n, 1)
+
+
+def instance_of(schema: dict, seed: str, *, root: dict | None = None, path: str = "$"):
+    """A value matching the JSON schema ``schema`` (the subset structured outputs use: objects, arrays, scalars with
+    bounds, ``enum``/``const``, ``$ref`` to ``$defs``, ``anyOf``/``oneOf``/``allOf``), the same for the same
+    ``seed``. Every declared property is filled, so the value also holds when all of them are required."""
+    root = schema if root is None else root
+    if "$ref" in schema:
+        extra = {k: v for k, v in schema.items() if k != "$ref"}
+        return instance_of({**_resolved(schema, root), **extra}, seed, root=root, path=path)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][_pick(seed, path, len(schema["enum"]))]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            options = [o for o in schema[key] if o.get("type") != "null"] or schema[key]
+            return instance_of(options[0], seed, root=root, path=path)
+    if schema.get("allOf"):
+        merged: dict = {}
+        for part in schema["allOf"]:
+            part = _resolved(part, root)
+            merged = {**merged, **part, "properties": {**merged.get("properties", {}), **part.get("properties", {})}}
+        return instance_of(merged, seed, root=root, path=path)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    if kind == "object":
+        properties = schema.get("properties", {})
+        return {name: instance_of(sub, seed, root=root, path=f"{path}.{name}") for name, sub in properties.items()}
+    if kind == "array":
+        low = schema.get("minItems", 1)
+        count = max(low, min(schema.get("maxItems", 2), 2))
+        items = schema.get("items", {})
+        return [instance_of(items, seed, root=root, path=f"{path}[{i}]") for i in range(count)]
+    if kind in ("integer", "number"):
+        low = schema["exclusiveMinimum"] + 1 if "exclusiveMinimum" in schema else schema.get("minimum", 0)
+        high = schema["exclusiveMaximum"] - 1 if "exclusiveMaximum" in schema else schema.get("maximum", low + 100)
+        value = math.ceil(low) + _pick(seed, path, math.floor(high) - math.ceil(low) + 1)
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        return bool(_pick(seed, path, 2))
+    if kind == "null":
+        return None
+    if schema.get("format") == "date":
+        return f"2024-{1 + _pick(seed, path, 12):02d}-{1 + _pick(seed, path + 'd', 28):02d}"
+    if schema.get("format") == "date-time":
+        return f"2024-{1 + _pick(seed, path, 12):02d}-{1 + _pick(seed, path + 'd', 28):02d}T12:00:00Z"
+    text = f"{WORDS[_pick(seed, path, len(WORDS))]} {hashlib.sha256(f'{seed}|{path}'.encode()).hexdigest()[:6]}"
+    text = text.ljust(schema.get("minLength", 0), "x")
+    return text[: schema["maxLength"]] if "maxLength" in schema else text
+
+
+def _resolved(schema: dict, root: dict) -> dict:
+    """``schema`` with its ``$ref`` (a JSON pointer into ``root``, such as ``#/$defs/Name``) followed."""
+    while "$ref" in schema:
+        target: dict = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            if part:
+                target = target[part]
+        schema = target
+    return schema
+
+
+def code_answer_for(prompt: str, language: str) -> str:
+    """A deterministic code answer in one fenced block: a small linter-clean function for Python, a query for SQL."""
+    digest = hashlib.sha256(prompt.encode()).hexdigest()[:10]
+    if language in ("python", "py"):
+        code = (
+            f"def answer_{digest}(values: list[int]) -> int:\n"
+            f'    """Return the sum of the values, plus {int(digest[:2], 16)}."""\n'
+            f"    return sum(values) + {int(digest[:2], 16)}\n"
+        )
+    elif language.startswith("sql"):
+        code = f"SELECT '{digest}' AS answer;\n"
+    else:
+        code = f"// answer {digest}\n"
+    return f"```{language}\n{code}```"
+
+
 def message_text(content) -> str:
     """The text of a message's content (a string or a list of content parts)."""
     if isinstance(content, list):
@@ -81,7 +177,8 @@ class FakeLLMServer:
         self.auth_headers: set[str] = set()
         # fault injection: prompt -> (HTTP status, body) or None for a normal answer
         self.fault = None
-        # when set, generation requests are answered with this object as JSON (structured / judge columns)
+        # when set, every generation request is answered with this object as JSON (instead of one built from the
+        # request's schema)
         self.structured_answer = None
         self.delay_s = 0.0  # per generation request, to make runs slow enough to interrupt
         self.generation_requests = 0
@@ -246,10 +343,7 @@ class FakeLLMServer:
     def user_prompt(body: dict) -> str:
         """The text of the last user message (plain or content parts)."""
         messages = body.get("messages", [])
-        user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "")
-        if isinstance(user, list):
-            user = " ".join(part.get("text", "") for part in user if isinstance(part, dict))
-        return str(user or "")
+        return message_text(next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), ""))
 
     def _record(self, body: dict, auth: str) -> None:
         user = self.user_prompt(body)
@@ -364,6 +458,35 @@ class FakeLLMServer:
         return {"error": {"message": message, "type": "BadRequestError", "param": None, "code": 400}}
 
     @staticmethod
+    def requested_schema(body: dict) -> dict | None:
+        """The JSON schema a request asks the answer to match: ``response_format`` (``json_schema``; ``json_object``
+        asks for any object) or, as Data Designer writes it, a ``<response_schema>`` block in the newest message
+        that has one."""
+        response_format = body.get("response_format") or {}
+        if response_format.get("type") == "json_schema":
+            spec = response_format.get("json_schema") or {}
+            return spec.get("schema", spec)
+        if response_format.get("type") == "json_object":
+            return {"type": "object"}
+        for message in reversed(body.get("messages", [])):
+            found = RESPONSE_SCHEMA.search(message_text(message.get("content")))
+            if found:
+                try:
+                    return json.loads(found.group(1))
+                except json.JSONDecodeError:
+                    return None  # not a schema we can read: a plain answer, as before
+        return None
+
+    @staticmethod
+    def requested_code_language(body: dict) -> str | None:
+        """The language a code request asks for (Data Designer's code columns say it in the prompt)."""
+        for message in reversed(body.get("messages", [])):
+            found = CODE_LANGUAGE.search(message_text(message.get("content")))
+            if found:
+                return found.group(1).lower()
+        return None
+
+    @staticmethod
     def answer_for(prompt: str) -> str:
         """The deterministic answer the server gives to a prompt."""
         digest = hashlib.sha256(prompt.encode()).hexdigest()[:10]
@@ -377,6 +500,10 @@ class FakeLLMServer:
             content = json.dumps(self.structured_answer)
         elif self.answer_tokens is not None:
             content = self.long_answer_for(user, self.answer_tokens)
+        elif (schema := self.requested_schema(body)) is not None:
+            content = json.dumps(instance_of(schema, user))
+        elif (language := self.requested_code_language(body)) is not None:
+            content = code_answer_for(user, language)
         else:
             content = self.answer_for(user)
         limit = self.max_tokens(body)

@@ -159,3 +159,82 @@ def test_data_designer_records_the_usage_the_server_reported(io_manager, instanc
     assert len(generated) == 4
     assert write["dd_assets/input_tokens"] == sum(e["prompt_tokens"] for e in generated)
     assert write["dd_assets/output_tokens"] == sum(e["completion_tokens"] for e in generated)
+
+
+JUDGE_LIKE = {
+    "$defs": {
+        "Level": {"enum": [4, 3, 2, 1, 0], "type": "integer"},
+        "Grade": {
+            "properties": {"reasoning": {"type": "string"}, "score": {"$ref": "#/$defs/Level"}},
+            "required": ["reasoning", "score"],
+            "type": "object",
+        },
+    },
+    "properties": {
+        "quality": {"$ref": "#/$defs/Grade"},
+        "tags": {"items": {"type": "string", "minLength": 3}, "minItems": 1, "maxItems": 3, "type": "array"},
+        "price": {"minimum": 10, "maximum": 20, "type": "number"},
+        "count": {"exclusiveMinimum": 0, "maximum": 3, "type": "integer"},
+        "label": {"anyOf": [{"type": "null"}, {"enum": ["Complete", "Incomplete"], "type": "string"}]},
+        "flag": {"type": "boolean"},
+        "when": {"format": "date", "type": "string"},
+    },
+    "required": ["quality", "tags", "price", "count", "label", "flag", "when"],
+    "type": "object",
+}
+
+
+def _content(answer: dict) -> str:
+    return answer["choices"][0]["message"]["content"]
+
+
+def test_a_structured_request_is_answered_with_an_object_matching_its_response_format(llm):
+    import jsonschema
+
+    response_format = {"type": "json_schema", "json_schema": {"name": "judge", "schema": JUDGE_LIKE}}
+    answers = set()
+    for prompt in ("Grade the first text", "Grade the first text", "Grade the second text"):
+        status, answer = _post(llm, _user(prompt), response_format=response_format)
+        assert status == 200
+        value = json.loads(_content(answer))
+        jsonschema.validate(value, JUDGE_LIKE)
+        answers.add(_content(answer))
+    assert len(answers) == 2  # the same prompt, the same answer; another prompt, another answer
+    _, any_object = _post(llm, _user("Anything as JSON"), response_format={"type": "json_object"})
+    assert json.loads(_content(any_object)) == {}
+
+
+def test_a_schema_in_the_prompt_sent_as_content_parts_is_answered_by_that_schema(llm):
+    import jsonschema
+
+    # Data Designer's structured and judge columns: the schema inside <response_schema> tags in the user prompt,
+    # every message's content a list of parts
+    prompt = (
+        "Grade this.\n\n* Your response must be in JSON format.\n* The JSON format is given within <response_schema> "
+        f"markup tags.\n\n<response_schema>\n{json.dumps(JUDGE_LIKE)}\n"
+    )
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": "You are a judge."}]},
+        {"role": "user", "content": [{"type": "text", "text": prompt + "</response_schema>"}]},
+    ]
+    status, answer = _post(llm, messages)
+    assert status == 200
+    jsonschema.validate(json.loads(_content(answer)), JUDGE_LIKE)
+    assert llm.prompts[-1] == prompt + "</response_schema>"
+    llm.structured_answer = {"fixed": True}  # the fixed answer older tests set still wins
+    assert json.loads(_content(_post(llm, messages)[1])) == {"fixed": True}
+
+
+def test_a_code_request_is_answered_with_one_fenced_block_of_code_in_that_language(llm):
+    import ast
+
+    prompt = (
+        "Write a function.\n\n* Your response must be code written in python.\n* Only respond with a SINGLE code block."
+    )
+    _, answer = _post(llm, [{"role": "user", "content": [{"type": "text", "text": prompt}]}])
+    content = _content(answer)
+    assert content.startswith("```python\n") and content.endswith("```") and content.count("```") == 2
+    ast.parse(content.removeprefix("```python\n").removesuffix("```"))
+    assert _content(_post(llm, _user(prompt))[1]) == content  # deterministic per prompt
+    _, plain = _post(llm, _user("Write two lines about 5"))
+    assert _content(plain).startswith("answer-")  # a text request keeps the plain answer
