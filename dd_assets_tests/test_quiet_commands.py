@@ -48,6 +48,7 @@ def _run(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -
 
 
 def test_the_readme_demo_prints_one_line_per_stage_and_writes_nothing_outside_the_project(tmp_path, project):
+    assert "DAGSTER_HOME=$PWD/.dagster_home dg launch --assets 'key:quickstart/*'" in (REPO / "README.md").read_text()
     env = _demo_env(tmp_path, project)
     before = set(os.listdir(project))
     done = _run(["dg", "launch", "--assets", "key:quickstart/*"], env, project)
