@@ -170,16 +170,17 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         workflow = self.load_workflow(Path(context.path))
+        data_designer, io_manager = shared_resources(
+            base_dir=self.base_dir,
+            model_providers=self.model_providers,
+            run_config=self.run_config,
+            prices=self.prices,
+            stall_timeout_s=self.stall_timeout_s,
+        )
         return build_workflow_definitions(
             workflow,
-            data_designer=_shared(
-                DataDesignerResource,
-                model_providers=self.model_providers,
-                run_config=self.run_config,
-                prices=self.prices,
-                stall_timeout_s=self.stall_timeout_s,
-            ),
-            io_manager=_shared(StageParquetIOManager, base_dir=self.base_dir),
+            data_designer=data_designer,
+            io_manager=io_manager,
             execution=self.execution,
             max_concurrent_stages=self.max_concurrent_stages,
         )
@@ -234,6 +235,29 @@ def _attributes_model(component: type[dg.Resolvable]) -> type[BaseModel]:
 
 
 _SHARED_RESOURCES: dict[str, Any] = {}
+
+
+def shared_resources(
+    *,
+    base_dir: str = "data",
+    model_providers: list[dict[str, Any]] | None = None,
+    run_config: dict[str, Any] | None = None,
+    prices: dict[str, dict[str, float]] | None = None,
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+) -> tuple[DataDesignerResource, StageParquetIOManager]:
+    """The ``data_designer`` and ``dd_stage_io_manager`` objects components with these settings share.
+
+    Definitions built with them merge with the components' Definitions of the same settings (Dagster merges a
+    resource key only when both sides hold the very same object).
+    """
+    data_designer = _shared(
+        DataDesignerResource,
+        model_providers=model_providers,
+        run_config=run_config or {},
+        prices=prices or {},
+        stall_timeout_s=stall_timeout_s,
+    )
+    return data_designer, _shared(StageParquetIOManager, base_dir=base_dir)
 
 
 def _shared(cls: type, **config: Any) -> Any:

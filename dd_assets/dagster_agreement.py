@@ -20,6 +20,7 @@ from dd_assets.io_manager import (
     StageRecordUnreadableError,
     describe,
 )
+from dd_assets.metadata import model_usage_metadata
 from dd_assets.stage_lock import StageBusyError, StageLock, process_is_gone
 
 
@@ -159,7 +160,7 @@ def recovered_materialization(
             "dagster/row_count": dg.MetadataValue.int(int(record.get("output_rows") or 0)),
             "dd_assets/status": dg.MetadataValue.text(str(record.get("status"))),
             "dd_assets/recovered_from_run": dg.MetadataValue.text(record["run_id"]),
-            "dd_assets/model_usage": dg.MetadataValue.json(record.get("model_usage") or {}),
+            **model_usage_metadata(record.get("model_usage")),
         },
         tags=tags,
     )

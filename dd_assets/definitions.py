@@ -14,10 +14,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from dd_assets.component import shared_resources
 from dd_assets.examples.doc_qa import doc_qa_workflow, llm_provider_from_env
 from dd_assets.examples.quickstart import quickstart_workflow
-from dd_assets.io_manager import StageParquetIOManager
-from dd_assets.resource import DataDesignerResource
 from dd_assets.spec import Workflow, WorkflowDefinitionError
 from dd_assets.workflow_definitions import build_workflow_definitions
 from dd_assets.yaml_loader import load_workflow_dir, load_workflow_yaml
@@ -41,14 +40,24 @@ def build_example_definitions() -> dg.Definitions:
     provider = llm_provider_from_env()
     workflows = example_workflows(os.environ.get("DD_ASSETS_EXAMPLE_FORM", "python"))
     workflows += load_workflow_dir(os.environ.get("DD_ASSETS_WORKFLOWS_DIR", str(DEFAULT_WORKFLOWS_DIR)))
-    return build_workflow_definitions(
-        workflows,
-        data_designer=DataDesignerResource(
-            model_providers=[provider] if provider else None,
-            setup_hint="doc_qa reads its provider from DD_ASSETS_LLM_ENDPOINT and DD_ASSETS_LLM_API_KEY (see README)",
-        ),
-        io_manager=StageParquetIOManager(base_dir=os.environ.get("DD_ASSETS_BASE_DIR", "data")),
+    # The same resource objects as components of these settings, so components scaffolded into this checkout load
+    # beside the examples (components configured otherwise fail with Dagster's "different resources" message).
+    data_designer, io_manager = shared_resources(
+        base_dir=os.environ.get("DD_ASSETS_BASE_DIR", "data"), model_providers=[provider] if provider else None
     )
+    example = build_workflow_definitions(workflows, data_designer=data_designer, io_manager=io_manager)
+    return dg.Definitions.merge(example, scaffolded_components())
+
+
+def scaffolded_components() -> dg.Definitions:
+    """The components ``dg scaffold defs`` wrote into this checkout's defs folder (``dd_assets/examples/defs``).
+
+    Only in the checkout (its pyproject.toml names that folder for ``dg``); an installed package has none.
+    """
+    project_root = PACKAGE_DIR.parent
+    if not (project_root / "pyproject.toml").is_file():
+        return dg.Definitions()
+    return dg.load_from_defs_folder(path_within_project=PACKAGE_DIR)
 
 
 defs = build_example_definitions()

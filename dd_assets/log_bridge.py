@@ -3,7 +3,9 @@
 Data Designer logs from its generation threads, several lines per batch. Writing each line as its own
 Dagster event would block generation on an event-log write (a few ms each on SQLite), so lines are
 queued and a background thread writes them in groups: INFO lines every ``flush_interval`` seconds as one
-event, warnings and errors as soon as they come, each with its level. Secret values are redacted.
+DEBUG event (Data Designer's progress chatter: in the UI's event log, and on the console only at Dagster's DEBUG
+level; the stage itself logs one INFO line), warnings and errors as soon as they come, each with its level. Secret
+values are redacted.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class DagsterLogHandler(logging.Handler):
 
     def _write_info(self, lines: list[str]) -> None:
         if lines:
-            self._context.log.info("\n".join(lines))
+            self._context.log.debug("\n".join(lines))
 
     def close(self) -> None:
         self._closed = True
@@ -97,7 +99,7 @@ def data_designer_logs_to_dagster(
     flush_interval: float = FLUSH_INTERVAL_S,
     stage_label: str | None = None,
 ) -> Iterator[DagsterLogHandler]:
-    """Within the block, Data Designer's INFO+ log lines go to the Dagster event log.
+    """Within the block, Data Designer's INFO+ log lines go to the Dagster event log (INFO lines at DEBUG).
 
     With ``stage_label``, only lines logged on behalf of that stage (see :mod:`dd_assets.stage_context`) are
     taken, so stages running at the same time each get their own lines. The ``data_designer`` logger is set up

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -105,6 +106,29 @@ def compact_column_statistics(analysis: Any) -> dict[str, Any]:
     return stats
 
 
+def markdown_column_statistics(stats: dict[str, dict[str, Any]]) -> str:
+    """Data Designer's column statistics as a markdown table: one row per column, one column per statistic."""
+    if not stats:
+        return "_no column statistics_"
+    fields: list[str] = []
+    for values in stats.values():
+        fields += [k for k in values if k not in fields]
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, dict | list):
+            value = json.dumps(value, default=str)
+        text = "" if value is None else str(value).replace("\n", " ").replace("|", "\\|")
+        return text if len(text) <= PREVIEW_CELL_CHARS else text[: PREVIEW_CELL_CHARS - 1] + "…"
+
+    lines = ["| column | " + " | ".join(fields) + " |", "|" + "---|" * (len(fields) + 1)]
+    lines += [
+        f"| {cell(name)} | " + " | ".join(cell(values.get(f)) for f in fields) + " |" for name, values in stats.items()
+    ]
+    return "\n".join(lines)
+
+
 def stage_metadata(
     *,
     dataset: StageDataset,
@@ -126,8 +150,14 @@ def stage_metadata(
         "dd_assets/num_records_requested": dg.MetadataValue.int(record.get("num_records_requested") or 0),
         "dd_assets/num_records_actual": dg.MetadataValue.int(record.get("num_records_actual") or 0),
         "dd_assets/status": dg.MetadataValue.text(record["status"]),
-        "dd_assets/model_usage": dg.MetadataValue.json(record.get("model_usage") or {}),
-        "dd_assets/column_statistics": dg.MetadataValue.json(column_statistics),
+        **model_usage_metadata(record.get("model_usage")),
+        # A table in the UI; the same statistics as JSON are in the stage's stage.json ("column_statistics").
+        "dd_assets/column_statistics": dg.MetadataValue.md(markdown_column_statistics(column_statistics)),
         "dd_assets/resumed": dg.MetadataValue.bool(bool(record.get("resumed"))),
         "dd_assets/duration_s": dg.MetadataValue.float(round(float(record.get("duration_s") or 0.0), 3)),
     }
+
+
+def model_usage_metadata(model_usage: dict[str, Any] | None) -> dict[str, Any]:
+    """``dd_assets/model_usage`` for a stage that used a model; nothing for one that used none."""
+    return {"dd_assets/model_usage": dg.MetadataValue.json(model_usage)} if model_usage else {}

@@ -22,25 +22,28 @@ import json
 import logging
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from data_designer.config.config_builder import DataDesignerConfigBuilder
-from data_designer.config.default_model_settings import get_default_providers, resolve_seed_default_model_settings
 from data_designer.config.models import ModelConfig, ModelProvider
 from data_designer.config.run_config import RunConfig
+from data_designer.config.utils.constants import MANAGED_ASSETS_PATH
 from data_designer.engine.models.clients.adapters.http_model_client import ClientConcurrencyMode
 from data_designer.engine.models.clients.model_request_executor import ModelRequestExecutor
 from data_designer.engine.models.registry import ModelRegistry
 from data_designer.engine.models.usage import ModelUsageStats
 from data_designer.engine.observability import fanout_scheduler_event_sinks
+from data_designer.engine.resources.person_reader import LocalPersonReader
 from data_designer.engine.resources.resource_provider import ResourceProvider
 from data_designer.interface.data_designer import DataDesigner
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from dd_assets.dd_home import default_model_providers, not_seeding_home
 from dd_assets.known_fields import refuse_unknown_fields
 from dd_assets.secrets import (
     LiteralSecretError,
@@ -322,7 +325,11 @@ class SharedRegistryDataDesigner(DataDesigner):
 
     def __init__(self, *args: Any, token_statistics: bool = False, **kwargs: Any) -> None:
         kwargs.setdefault("artifact_path", UNUSED_ARTIFACTS_DIR)
-        super().__init__(*args, **kwargs)
+        # Data Designer's own reader insists the managed-assets folder exists (it would create it in its home); the
+        # same reader built directly reads that folder only when a stage samples persons.
+        kwargs.setdefault("person_reader", LocalPersonReader(MANAGED_ASSETS_PATH))
+        with not_seeding_home():  # nothing is written into ~/.data-designer (dd_assets.dd_home)
+            super().__init__(*args, **kwargs)
         self._registry_lock = threading.Lock()
         self._shared_registry: SharedModelRegistry | None = None
         self.token_statistics = token_statistics
@@ -330,6 +337,7 @@ class SharedRegistryDataDesigner(DataDesigner):
 
     def create(self, *args: Any, **kwargs: Any) -> Any:
         """Data Designer's ``create()``, its profiler counting tokens only when this DataDesigner's setting says so."""
+        ignore_data_designers_own_deprecations()
         token = _TOKEN_STATISTICS.set(self.token_statistics)
         try:
             return super().create(*args, **kwargs)
@@ -338,6 +346,7 @@ class SharedRegistryDataDesigner(DataDesigner):
 
     def preview(self, *args: Any, **kwargs: Any) -> Any:
         """Data Designer's ``preview()``, with this DataDesigner's token-statistics setting."""
+        ignore_data_designers_own_deprecations()
         token = _TOKEN_STATISTICS.set(self.token_statistics)
         try:
             return super().preview(*args, **kwargs)
@@ -383,6 +392,20 @@ _DATA_DESIGNERS_LOCK = threading.Lock()
 MAX_DATA_DESIGNERS = 16
 
 
+def ignore_data_designers_own_deprecations() -> None:
+    """Hide the pandas deprecation Data Designer's drop-columns processor triggers (``inplace=True``) in every run.
+
+    Only that warning, only from that module of Data Designer. Added to the front of the filters on every call,
+    never removed: ``warnings.catch_warnings`` is not thread-safe, and stages call Data Designer from threads.
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r"The inplace keyword in DataFrame\.drop is deprecated",
+        category=DeprecationWarning,
+        module=r"data_designer\.engine\.processing\.processors\.drop_columns",
+    )
+
+
 _TOKEN_STATISTICS: contextvars.ContextVar[bool] = contextvars.ContextVar("dd_assets_token_statistics", default=False)
 
 
@@ -407,9 +430,31 @@ def install_token_statistics_switch() -> None:
     so two resources, and stages running at once in threads, each keep their own). Off, the profiler records those
     statistics as not calculated instead of reaching the network.
     """
+    from data_designer.engine.analysis import column_statistics
     from data_designer.engine.analysis.utils import column_statistics_calculations as calculations
 
     calculations.count_text_tokens = _count_tokens_if_enabled
+    # Off, the LLM columns' token statistics are not attempted at all: attempted, Data Designer logs two warnings
+    # per LLM column for the refusal above. A stage run says once that they are off (StageRun._generate).
+    column_statistics.calculate_token_stats = _token_stats_if_enabled
+
+
+_TOKEN_STATISTIC_KEYS = tuple(
+    f"{side}_tokens_{stat}" for side in ("input", "output") for stat in ("mean", "median", "stddev")
+)
+
+
+def _token_stats_if_enabled(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Data Designer's ``calculate_token_stats`` when token statistics are on; else each one "not calculated"."""
+    from data_designer.config.analysis.column_statistics import MissingValue
+    from data_designer.engine.analysis.utils import column_statistics_calculations as calculations
+
+    if _TOKEN_STATISTICS.get():
+        return calculations.calculate_token_stats(*args, **kwargs)
+    stage = CURRENT_STAGE.get()
+    if stage is not None:
+        stage.token_statistics_skipped = True
+    return dict.fromkeys(_TOKEN_STATISTIC_KEYS, MissingValue.CALCULATION_FAILED)
 
 
 class DataDesignerResource(dg.ConfigurableResource):
@@ -478,10 +523,9 @@ class DataDesignerResource(dg.ConfigurableResource):
         return providers
 
     def providers(self) -> list[ModelProvider]:
-        """The configured providers as Data Designer objects (Data Designer's defaults when none)."""
+        """The configured providers as Data Designer objects (Data Designer's defaults when none, never written)."""
         if self.model_providers is None:
-            resolve_seed_default_model_settings()  # as DataDesigner() does: write the defaults on first use
-            return get_default_providers()
+            return default_model_providers()
         return [ModelProvider.model_validate(p) for p in self.model_providers]
 
     def runtime_providers(self) -> list[ModelProvider]:

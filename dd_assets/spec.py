@@ -19,10 +19,10 @@ import yaml
 from data_designer.config.base import ProcessorConfig
 from data_designer.config.config_builder import BuilderConfig, DataDesignerConfigBuilder
 from data_designer.config.data_designer_config import DataDesignerConfig
-from data_designer.config.default_model_settings import get_default_model_configs, resolve_seed_default_model_settings
 from data_designer.config.seed import IndexRange, PartitionBlock, SamplingStrategy
 
 from dd_assets import strict_yaml
+from dd_assets.dd_home import default_model_configs
 from dd_assets.known_fields import checked_dataclass_init
 from dd_assets.secrets import literal_credentials
 from dd_assets.stage_models import undeclared_model_aliases
@@ -271,7 +271,8 @@ def load_stage_config(config: StageConfig) -> DataDesignerConfigBuilder:
     """Turn any accepted ``Stage.config`` form into a fresh ``DataDesignerConfigBuilder``.
 
     A column that uses one of Data Designer's default model aliases without defining it gets the default
-    model config (Data Designer's home is seeded with them first, as ``DataDesigner()`` would).
+    model config (the user's ``~/.data-designer/model_configs.yaml``, else Data Designer's built-in ones; nothing is
+    written there).
     """
     return _with_default_models(_load_builder(config))
 
@@ -279,8 +280,7 @@ def load_stage_config(config: StageConfig) -> DataDesignerConfigBuilder:
 def _with_default_models(builder: DataDesignerConfigBuilder) -> DataDesignerConfigBuilder:
     missing = undeclared_model_aliases(builder)
     if missing:
-        resolve_seed_default_model_settings()
-        defaults = {model.alias: model for model in get_default_model_configs()}
+        defaults = {model.alias: model for model in default_model_configs()}
         for alias in missing:
             if alias in defaults:
                 builder.add_model_config(defaults[alias])

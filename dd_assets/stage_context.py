@@ -70,6 +70,7 @@ class StageContext:
     label: str  # "workflow/stage"
     usage: StageUsageMeter = field(default_factory=StageUsageMeter)
     guard: Any = None  # the stage run's dd_assets.stage_guard.StageGuard, while it generates
+    token_statistics_skipped: bool = False  # the profiler left the LLM columns' token statistics out (they are off)
 
 
 CURRENT_STAGE: contextvars.ContextVar[StageContext | None] = contextvars.ContextVar("dd_assets_stage", default=None)

@@ -92,6 +92,13 @@ class StageRunConfig(dg.Config):
     token_budget: int | None = None
 
 
+def absolute_uri(path: UPath) -> str:
+    """A local path made absolute (``dagster/uri`` must not depend on where ``dagster`` started); URLs as they are."""
+    if not path.protocol:
+        return str(Path(str(path)).absolute())
+    return str(path)
+
+
 class StageFailure(dg.Failure):
     """A stage cannot run; the message names the workflow and the stage."""
 
@@ -392,11 +399,18 @@ class StageRun:
             duration_s=round(time.monotonic() - started, 3),
         )
         self.check_results = safe_check_results(stage, record, dataset.num_rows, generated_files, self.asset_key)
+        # The one line a person reads per stage; Data Designer's own lines are in the event log at DEBUG.
+        self.context.log.info(
+            f"[{self.stage_context.label}] {record['status']}: {dataset.num_rows} rows x {len(dataset.columns)} "
+            f"columns in {record['duration_s']:.1f}s (version {version})"
+        )
         column_statistics = compact_column_statistics(analysis)
         record["column_statistics"] = column_statistics
         metadata = stage_metadata(
             dataset=dataset,
-            uri=str(self.io_manager.stage_dir(self.workflow.name, stage.name, self.partition) / VERSIONS_DIR / version),
+            uri=absolute_uri(
+                self.io_manager.stage_dir(self.workflow.name, stage.name, self.partition) / VERSIONS_DIR / version
+            ),
             builder=stage.builder,
             seed=seed,
             record=record,
@@ -611,6 +625,11 @@ class StageRun:
             self._save_tokens_spent(work_dir, guard)
             if checkpoint is not None:
                 checkpoint.stop(final_sync=True)
+        if self.stage_context.token_statistics_skipped:
+            self.context.log.info(
+                f"{self.where}: token statistics are off for the LLM columns (computing them downloads a tokenizer; "
+                "DataDesignerResource(token_statistics=True) turns them on)"
+            )
 
         if stage.on_success is not None:
             try:

@@ -20,7 +20,6 @@ EXPECTED_KEYS = {
     "dd_assets/num_records_requested",
     "dd_assets/num_records_actual",
     "dd_assets/status",
-    "dd_assets/model_usage",
     "dd_assets/column_statistics",
     "dd_assets/resumed",
     "dd_assets/duration_s",
@@ -54,7 +53,12 @@ def test_every_metadata_key_is_present(io_manager, instance):
     assert meta["dd_assets/status"] == "completed"
     assert meta["dd_assets/resumed"] is False
     assert meta["dd_assets/duration_s"] > 0
-    assert meta["dd_assets/column_statistics"]["label"]["num_records"] == 12
+    # a markdown table in the UI, the same statistics as JSON in stage.json
+    assert io_manager.read_record("meta", "b")["column_statistics"]["label"]["num_records"] == 12
+    table = meta["dd_assets/column_statistics"].splitlines()
+    assert table[0].startswith("| column | ") and "num_records" in table[0].split(" | ")
+    label_row = next(line for line in table if line.startswith("| label |"))
+    assert label_row.split(" | ")[table[0].split(" | ").index("num_records")] == "12"
 
 
 def test_column_lineage_follows_templates_to_upstream_columns(io_manager, instance):

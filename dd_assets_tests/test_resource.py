@@ -49,7 +49,7 @@ def test_three_llm_stages_share_one_health_check_and_report_own_usage(io_manager
         usage = metadata_of(result, ["shared", stage])["dd_assets/model_usage"]
         assert usage["test-model"]["successful_requests"] == rows, (stage, usage)
         assert usage["test-model"]["input_tokens"] > 0
-    assert metadata_of(result, ["shared", "base"])["dd_assets/model_usage"] == {}
+    assert "dd_assets/model_usage" not in metadata_of(result, ["shared", "base"])  # no model, no empty {}
 
 
 def test_health_check_runs_once_per_alias_per_process_across_runs(io_manager, instance, llm, llm_resource):

@@ -112,7 +112,10 @@ def doc_qa_workflow(num_records: int | None = None) -> Workflow:
                 output_processors=[
                     dd.DropColumnsProcessorConfig(name="drop_scratch", column_names=["text", "chunk_summary"])
                 ],
-                description="Summary, question and answer for each seed passage; scratch columns dropped.",
+                description=(
+                    "Summary, question and answer for each seed passage; scratch columns dropped. Needs an LLM "
+                    "endpoint: set DD_ASSETS_LLM_ENDPOINT (and DD_ASSETS_LLM_API_KEY), see the README."
+                ),
             ),
             Stage(
                 name="chatml",
