@@ -1,9 +1,9 @@
-"""The ``dd-assets`` command: status, export and preview of the stages of a code location.
+"""The ``dd-assets`` command: status, export, preview and estimate of the stages of a code location.
 
     dd-assets status   [-m MODULE | -f FILE]
     dd-assets export   WORKFLOW/STAGE OUT.{jsonl,csv,parquet} [--partition KEY] [--force] [-m MODULE | -f FILE]
     dd-assets preview  WORKFLOW/STAGE [-n 5] [-m MODULE | -f FILE]
-    dd-assets estimate WORKFLOW[/STAGE] [-m MODULE | -f FILE]
+    dd-assets estimate [WORKFLOW[/STAGE]] [-m MODULE | -f FILE]     (no target: every stage of every workflow)
 
 The code location is found like ``dagster``'s: ``-m`` imports a module, ``-f`` runs a file; the first
 ``dg.Definitions`` in it (``defs`` preferred) is used. Without either, ``dd_assets.definitions`` (the example
@@ -357,7 +357,9 @@ def location_secrets(location: CodeLocation) -> list[str]:
 
 # --- main -------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dd-assets", description="Status, export and preview of dd_assets stages.")
+    parser = argparse.ArgumentParser(
+        prog="dd-assets", description="Status, export, preview and estimate of dd_assets stages."
+    )
     location = argparse.ArgumentParser(add_help=False)
     where = location.add_mutually_exclusive_group()
     where.add_argument("-m", "--module-name", dest="module", help="import this module for its dg.Definitions")
@@ -375,7 +377,9 @@ def _parser() -> argparse.ArgumentParser:
     estimate_cmd = commands.add_parser(
         "estimate", parents=[location], help="records, LLM columns, model requests and cost range, no model call"
     )
-    estimate_cmd.add_argument("target", metavar="WORKFLOW[/STAGE]")
+    estimate_cmd.add_argument(
+        "target", metavar="WORKFLOW[/STAGE]", nargs="?", default=None, help="default: every stage of every workflow"
+    )
     return parser
 
 
@@ -396,18 +400,21 @@ def _run(args: argparse.Namespace, secrets: list[str]) -> int:
         elif args.command == "estimate":
             from dd_assets.estimate import as_rows, estimate
 
-            workflow_name, _, stage_name = args.target.partition("/")
+            workflow_name, _, stage_name = (args.target or "").partition("/")
             if stage_name:
-                workflow, _stage = location.stage(args.target)
+                workflows = [location.stage(args.target)[0]]
+            elif not workflow_name:
+                workflows = list(location.workflows.values())  # no target: every stage of every workflow
             elif workflow_name in location.workflows:
-                workflow = location.workflows[workflow_name]
+                workflows = [location.workflows[workflow_name]]
             else:
                 known = ", ".join(sorted(location.workflows)) or "none"
                 raise CommandError(f"unknown workflow {workflow_name!r} (workflows: {known})", code=2)
             resource = location.defs.resources[RESOURCE_KEY]
             prices = resource.prices
             run_config = resource.data_designer_run_config()  # its correction and restart limits bound the tokens
-            _print_table(as_rows(estimate(workflow, stage_name or None, prices, run_config)))
+            planned = [item for wf in workflows for item in estimate(wf, stage_name or None, prices, run_config)]
+            _print_table(as_rows(planned))
             if not prices:
                 print("\n(no prices set: DataDesignerResource(prices=...) adds a cost range)")
         elif args.command == "export":
