@@ -214,7 +214,8 @@ def test_a_column_reading_a_misspelt_column_is_told_the_close_name(tmp_path):
             _stage(
                 "a",
                 "\n    num_records: 2",
-                config="\n      columns:\n        - {name: stock, column_type: sampler, sampler_type: uuid, params: {}}\n",
+                config="\n      columns:\n        - {name: stock, column_type: sampler, sampler_type: uuid,"
+                " params: {}}\n",
             ),
             _stage(
                 "b",
