@@ -99,6 +99,35 @@ def test_a_changed_definition_shows_as_stale(tmp_path):
     assert "STALE" in people
 
 
+def test_status_is_stale_where_dagster_says_unsynced_after_an_upstream_is_rematerialized(tmp_path):
+    import runpy
+
+    import dagster as dg
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    _project(tmp_path)
+    _materialize(tmp_path, "--select", "shop/people,shop/labels")
+    _materialize(tmp_path, "--select", "shop/people")  # new ids: a new data version of labels' upstream
+    status = _run(tmp_path, "status").stdout.splitlines()
+    people = next(line for line in status if line.startswith("shop/people "))
+    labels = next(line for line in status if line.startswith("shop/labels "))
+    assert "current" in people and "STALE (upstream people changed)" in labels, status
+
+    defs = runpy.run_path(str(tmp_path / "project.py"))["defs"]
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster_home"))
+
+    def dagster_status(stage: str) -> StaleStatus:
+        resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+        return resolver.get_status(dg.AssetKey(["shop", stage]))
+
+    assert dagster_status("labels") == StaleStatus.STALE and dagster_status("people") == StaleStatus.FRESH
+
+    _materialize(tmp_path, "--select", "shop/labels")
+    labels = next(line for line in _run(tmp_path, "status").stdout.splitlines() if line.startswith("shop/labels "))
+    assert "current" in labels and dagster_status("labels") == StaleStatus.FRESH
+
+
 def test_errors_name_the_problem_and_exit_non_zero(tmp_path):
     _project(tmp_path)
     unknown = _run(tmp_path, "export", "shop/nope", str(tmp_path / "x.csv"))
