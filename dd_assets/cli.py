@@ -21,6 +21,7 @@ import datetime
 import importlib
 import io
 import json
+import logging
 import math
 import os
 import runpy
@@ -33,8 +34,9 @@ from typing import Any
 import dagster as dg
 
 from dd_assets.io_manager import StageParquetIOManager, StageStorageError
+from dd_assets.load_errors import LOAD_ERROR_METADATA
 from dd_assets.secrets import redact
-from dd_assets.spec import Stage, Workflow
+from dd_assets.spec import Stage, Workflow, WorkflowDefinitionError
 from dd_assets.translator import IO_MANAGER_KEY, RESOURCE_KEY
 
 EXPORT_SUFFIXES = (".jsonl", ".csv", ".parquet")
@@ -55,10 +57,17 @@ class CodeLocation:
     defs: dg.Definitions
     workflows: dict[str, Workflow]
     specs: dict[tuple[str, str], dg.AssetSpec] = field(default_factory=dict)
+    load_errors: list[str] = field(default_factory=list)  # workflow files that did not load (dd_assets/load_errors.py)
 
     @property
     def io_manager(self) -> StageParquetIOManager:
         return self.defs.resources[IO_MANAGER_KEY]
+
+    def unknown_workflow(self, name: str) -> CommandError:
+        """No workflow ``name``: the known ones, and the files that did not load (one of them may be it)."""
+        known = ", ".join(sorted(self.workflows)) or "none"
+        broken = f"; {len(self.load_errors)} workflow file(s) did not load, see above" if self.load_errors else ""
+        return CommandError(f"unknown workflow {name!r} (workflows: {known}{broken})", code=2)
 
     def stage(self, ref: str) -> tuple[Workflow, Stage]:
         """``WORKFLOW/STAGE`` -> the workflow and stage; a clear error naming what exists otherwise."""
@@ -67,8 +76,7 @@ class CodeLocation:
             raise CommandError(f"{ref!r}: give a stage as WORKFLOW/STAGE", code=2)
         workflow = self.workflows.get(workflow_name)
         if workflow is None:
-            known = ", ".join(sorted(self.workflows)) or "none"
-            raise CommandError(f"unknown workflow {workflow_name!r} (workflows: {known})", code=2)
+            raise self.unknown_workflow(workflow_name)
         try:
             return workflow, workflow.stage(stage_name)
         except KeyError:
@@ -81,6 +89,8 @@ class CodeLocation:
 def load_code_location(module: str | None, file: str | None) -> CodeLocation:
     """Import ``module`` or run ``file`` and take its ``dg.Definitions`` and the workflows built into it."""
     from dd_assets.asset_factory import workflow_of
+
+    logging.getLogger("dd_assets.load_errors").setLevel(logging.ERROR)  # this command reports them itself
 
     if file:
         path = Path(file)
@@ -101,17 +111,24 @@ def load_code_location(module: str | None, file: str | None) -> CodeLocation:
         raise CommandError(f"{file or module}: no dg.Definitions found", code=2)
     workflows: dict[str, Workflow] = {}
     specs: dict[tuple[str, str], dg.AssetSpec] = {}
+    load_errors: list[str] = []
     for assets_def in defs.assets or []:
         workflow = workflow_of(assets_def) if isinstance(assets_def, dg.AssetsDefinition) else None
         if workflow is None:
+            for spec in assets_def.specs if isinstance(assets_def, dg.AssetsDefinition) else []:
+                error = spec.metadata.get(LOAD_ERROR_METADATA)
+                if error is not None:
+                    load_errors.append(str(getattr(error, "value", error)))
             continue
         workflows[workflow.name] = workflow
         for spec in assets_def.specs:  # the specs as the code location's translator made them
             stage = spec.metadata.get("dd_assets/stage")
             specs[(workflow.name, getattr(stage, "value", stage))] = spec
     if not workflows:
+        if load_errors:
+            raise CommandError("\n".join(load_errors), code=2)
         raise CommandError(f"{file or module}: its definitions hold no dd_assets workflow", code=2)
-    return CodeLocation(defs=defs, workflows=workflows, specs=specs)
+    return CodeLocation(defs=defs, workflows=workflows, specs=specs, load_errors=load_errors)
 
 
 # --- status -----------------------------------------------------------------------------------
@@ -474,8 +491,12 @@ def _run(args: argparse.Namespace, secrets: list[str]) -> int:
     try:
         location = load_code_location(args.module, args.file)
         secrets += location_secrets(location)
+        for error in location.load_errors:  # the other workflows loaded; this file's did not
+            print(f"dd-assets: not loaded: {error}", file=sys.stderr)
         if args.command == "status":
             _print_table(status_rows(location))
+            if location.load_errors:
+                return 1
         elif args.command == "estimate":
             from dd_assets.estimate import as_rows, estimate
 
@@ -487,8 +508,7 @@ def _run(args: argparse.Namespace, secrets: list[str]) -> int:
             elif workflow_name in location.workflows:
                 workflows = [location.workflows[workflow_name]]
             else:
-                known = ", ".join(sorted(location.workflows)) or "none"
-                raise CommandError(f"unknown workflow {workflow_name!r} (workflows: {known})", code=2)
+                raise location.unknown_workflow(workflow_name)
             resource = location.defs.resources[RESOURCE_KEY]
             prices = resource.prices
             run_config = resource.data_designer_run_config()  # its correction and restart limits bound the tokens
@@ -511,6 +531,9 @@ def _run(args: argparse.Namespace, secrets: list[str]) -> int:
     except CommandError as exc:
         print(f"dd-assets: {exc}", file=sys.stderr)
         return exc.code
+    except WorkflowDefinitionError as exc:  # a mistake in the definitions: its message names where
+        print(f"dd-assets: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # not a traceback: the message, redacted like every output of the command
         print(f"dd-assets: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ import dagster as dg
 from dd_assets.examples.doc_qa import doc_qa_workflow, llm_provider_from_env
 from dd_assets.examples.quickstart import quickstart_workflow
 from dd_assets.io_manager import StageParquetIOManager
+from dd_assets.load_errors import WorkflowLoadFailure
 from dd_assets.resource import DataDesignerResource
 from dd_assets.spec import Workflow, WorkflowDefinitionError
 from dd_assets.workflow_definitions import build_workflow_definitions
@@ -40,9 +41,11 @@ def build_example_definitions() -> dg.Definitions:
     """Definitions of the example project, configured from the environment."""
     provider = llm_provider_from_env()
     workflows = example_workflows(os.environ.get("DD_ASSETS_EXAMPLE_FORM", "python"))
-    workflows += load_workflow_dir(os.environ.get("DD_ASSETS_WORKFLOWS_DIR", str(DEFAULT_WORKFLOWS_DIR)))
+    failures: list[WorkflowLoadFailure] = []  # a broken file: the others still load (dd_assets/load_errors.py)
+    workflows += load_workflow_dir(os.environ.get("DD_ASSETS_WORKFLOWS_DIR", str(DEFAULT_WORKFLOWS_DIR)), failures)
     return build_workflow_definitions(
         workflows,
+        load_failures=failures,
         data_designer=DataDesignerResource(
             model_providers=[provider] if provider else None,
             setup_hint="doc_qa reads its provider from DD_ASSETS_LLM_ENDPOINT and DD_ASSETS_LLM_API_KEY (see README)",
