@@ -363,7 +363,7 @@ def preview(location: CodeLocation, ref: str, num_records: int) -> Any:
         except Exception as exc:  # the provider's answer (which may echo a key) is redacted on the way out
             models = models_used(builder, resource)
             reason = guard.stop_reason or generation_failure_reason(exc, guard.failure_report())
-            raise CommandError(f"{where}: preview failed{f' ({models})' if models else ''}: {reason}") from None
+            raise CommandError(f"{where}: preview failed: {reason}{f' ({models})' if models else ''}") from None
         finally:
             guard.stop_watching()
 

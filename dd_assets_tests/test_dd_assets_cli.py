@@ -251,7 +251,7 @@ def test_preview_of_a_stage_whose_every_prompt_overflows_names_the_reason(tmp_pa
     error = next(line for line in proc.stderr.splitlines() if line.startswith("dd-assets: "))
     assert "workflow 'shop', stage 'essays': preview failed" in error and "warnings above" not in error, error
     assert "maximum context length is 200 tokens" in error and "|---" not in error, error
-    assert f"model alias 'writer' (model 'test-model') on provider 'local' at {llm.endpoint}" in error
+    assert error.endswith(f"(model alias 'writer' (model 'test-model') on provider 'local' at {llm.endpoint})")
 
 
 TRANSLATED_PROJECT = """
