@@ -1,9 +1,9 @@
-"""The ``dd-assets`` command: status, export and preview of the stages of a code location.
+"""The ``dd-assets`` command: status, export, preview and estimate of the stages of a code location.
 
     dd-assets status   [-m MODULE | -f FILE]
     dd-assets export   WORKFLOW/STAGE OUT.{jsonl,csv,parquet} [--partition KEY] [--force] [-m MODULE | -f FILE]
     dd-assets preview  WORKFLOW/STAGE [-n 5] [-m MODULE | -f FILE]
-    dd-assets estimate WORKFLOW[/STAGE] [-m MODULE | -f FILE]
+    dd-assets estimate [WORKFLOW[/STAGE]] [-m MODULE | -f FILE]     (no target: every stage of every workflow)
 
 The code location is found like ``dagster``'s: ``-m`` imports a module, ``-f`` runs a file; the first
 ``dg.Definitions`` in it (``defs`` preferred) is used. Without either, ``dd_assets.definitions`` (the example
@@ -21,6 +21,7 @@ import datetime
 import importlib
 import io
 import json
+import logging
 import math
 import os
 import runpy
@@ -33,8 +34,9 @@ from typing import Any
 import dagster as dg
 
 from dd_assets.io_manager import StageParquetIOManager, StageStorageError
+from dd_assets.load_errors import LOAD_ERROR_METADATA
 from dd_assets.secrets import redact
-from dd_assets.spec import Stage, Workflow
+from dd_assets.spec import Stage, Workflow, WorkflowDefinitionError
 from dd_assets.translator import IO_MANAGER_KEY, RESOURCE_KEY
 
 EXPORT_SUFFIXES = (".jsonl", ".csv", ".parquet")
@@ -55,10 +57,17 @@ class CodeLocation:
     defs: dg.Definitions
     workflows: dict[str, Workflow]
     specs: dict[tuple[str, str], dg.AssetSpec] = field(default_factory=dict)
+    load_errors: list[str] = field(default_factory=list)  # workflow files that did not load (dd_assets/load_errors.py)
 
     @property
     def io_manager(self) -> StageParquetIOManager:
         return self.defs.resources[IO_MANAGER_KEY]
+
+    def unknown_workflow(self, name: str) -> CommandError:
+        """No workflow ``name``: the known ones, and the files that did not load (one of them may be it)."""
+        known = ", ".join(sorted(self.workflows)) or "none"
+        broken = f"; {len(self.load_errors)} workflow file(s) did not load, see above" if self.load_errors else ""
+        return CommandError(f"unknown workflow {name!r} (workflows: {known}{broken})", code=2)
 
     def stage(self, ref: str) -> tuple[Workflow, Stage]:
         """``WORKFLOW/STAGE`` -> the workflow and stage; a clear error naming what exists otherwise."""
@@ -67,8 +76,7 @@ class CodeLocation:
             raise CommandError(f"{ref!r}: give a stage as WORKFLOW/STAGE", code=2)
         workflow = self.workflows.get(workflow_name)
         if workflow is None:
-            known = ", ".join(sorted(self.workflows)) or "none"
-            raise CommandError(f"unknown workflow {workflow_name!r} (workflows: {known})", code=2)
+            raise self.unknown_workflow(workflow_name)
         try:
             return workflow, workflow.stage(stage_name)
         except KeyError:
@@ -81,6 +89,8 @@ class CodeLocation:
 def load_code_location(module: str | None, file: str | None) -> CodeLocation:
     """Import ``module`` or run ``file`` and take its ``dg.Definitions`` and the workflows built into it."""
     from dd_assets.asset_factory import workflow_of
+
+    logging.getLogger("dd_assets.load_errors").setLevel(logging.ERROR)  # this command reports them itself
 
     if file:
         path = Path(file)
@@ -101,22 +111,32 @@ def load_code_location(module: str | None, file: str | None) -> CodeLocation:
         raise CommandError(f"{file or module}: no dg.Definitions found", code=2)
     workflows: dict[str, Workflow] = {}
     specs: dict[tuple[str, str], dg.AssetSpec] = {}
+    load_errors: list[str] = []
     for assets_def in defs.assets or []:
         workflow = workflow_of(assets_def) if isinstance(assets_def, dg.AssetsDefinition) else None
         if workflow is None:
+            for spec in assets_def.specs if isinstance(assets_def, dg.AssetsDefinition) else []:
+                error = spec.metadata.get(LOAD_ERROR_METADATA)
+                if error is not None:
+                    load_errors.append(str(getattr(error, "value", error)))
             continue
         workflows[workflow.name] = workflow
         for spec in assets_def.specs:  # the specs as the code location's translator made them
             stage = spec.metadata.get("dd_assets/stage")
             specs[(workflow.name, getattr(stage, "value", stage))] = spec
     if not workflows:
+        if load_errors:
+            raise CommandError("\n".join(load_errors), code=2)
         raise CommandError(f"{file or module}: its definitions hold no dd_assets workflow", code=2)
-    return CodeLocation(defs=defs, workflows=workflows, specs=specs)
+    return CodeLocation(defs=defs, workflows=workflows, specs=specs, load_errors=load_errors)
 
 
 # --- status -----------------------------------------------------------------------------------
 def status_rows(location: CodeLocation) -> list[dict[str, Any]]:
-    """One row per stage (and per published partition): status, rows, last materialization, stale or not."""
+    """One row per stage (and per published partition): status, rows, last materialization, stale or not.
+
+    Stale means what Dagster's UI calls Unsynced: the definition's code version is not the one published, or a
+    direct upstream stage's current data version is not the one the output was built from."""
     io_manager = location.io_manager
     rows = []
     for workflow in location.workflows.values():
@@ -139,17 +159,49 @@ def status_rows(location: CodeLocation) -> list[dict[str, Any]]:
                         {"stage": name, "status": "never materialized", "rows": "", "materialized_at": "", "code": ""}
                     )
                     continue
-                stored = record.get("code_version")
+                changed = _changed_upstreams(io_manager, workflow, stage, partition, record)
+                if record.get("code_version") != code_version:
+                    sync = "STALE (definition changed)"
+                elif changed:
+                    sync = f"STALE (upstream {', '.join(changed)} changed)"
+                else:
+                    sync = "current"
                 rows.append(
                     {
                         "stage": name,
                         "status": str(record.get("status")),
                         "rows": str(record.get("output_rows", "")),
                         "materialized_at": str(record.get("materialized_at", ""))[:19],
-                        "code": "current" if stored == code_version else "STALE (definition changed)",
+                        "code": sync,
                     }
                 )
     return rows
+
+
+def _changed_upstreams(
+    io_manager: StageParquetIOManager, workflow: Workflow, stage: Stage, partition: str | None, record: dict
+) -> list[str]:
+    """The upstream stages whose current output is not the version ``record`` was built from (external assets are
+    Dagster's to tell). An upstream read as a run would read it: its same partition, else all of it."""
+    from dd_assets.stage_runner import _data_version_of
+
+    changed = []
+    names = {s.name for s in workflow.stages}
+    for dep, used in (record.get("upstream") or {}).items():
+        if dep not in names or not isinstance(used, dict):
+            continue
+        upstream = workflow.stage(dep)
+        same_partition = partition is not None and upstream.partitions_def == stage.partitions_def
+        try:
+            dataset = io_manager.read_stage(
+                workflow.name, dep, partition if same_partition else None, partitions_def=upstream.partitions_def
+            )
+            current = _data_version_of(dataset)
+        except StageStorageError:
+            current = None  # the upstream's output is gone or unreadable: not what this output was built from
+        if current != used.get("data_version"):
+            changed.append(dep)
+    return changed
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
@@ -259,15 +311,22 @@ def _csv_cell(value: Any, kind: Any) -> Any:
     return value
 
 
-# --- preview ----------------------------------------------------------------------------------
+# --- preview ---------------------------------------------------------------------------------
 def preview(location: CodeLocation, ref: str, num_records: int) -> Any:
-    """Data Designer's preview of one stage on its real upstream seed; nothing is published."""
+    """Data Designer's preview of one stage on its real upstream seed, as the stage would publish it (its output
+    processors run and its ``output`` selected); nothing is published."""
     import tempfile
 
     from dd_assets.seeds import build_seed, builder_with_seed
+    from dd_assets.stage_context import StageContext, running_stage
+    from dd_assets.stage_guard import StageGuard
+    from dd_assets.stage_runner import generation_failure_reason, model_setup_problem, models_used
 
     workflow, stage = location.stage(ref)
     io_manager = location.io_manager
+    where = f"workflow {workflow.name!r}, stage {stage.name!r}"
+    if stage.on_success is not None:
+        raise CommandError(f"{where}: its output is what on_success returns, which a preview cannot run", code=2)
     upstreams = {}
     for dep in stage.depends_on:
         if not isinstance(dep, str):
@@ -281,19 +340,56 @@ def preview(location: CodeLocation, ref: str, num_records: int) -> Any:
     resource = location.defs.resources[RESOURCE_KEY]
     with tempfile.TemporaryDirectory(prefix="dd-assets-preview-") as tmp:
         keys = {dep: dg.AssetKey([workflow.name, dep]) for dep in upstreams}
-        where = f"workflow {workflow.name!r}, stage {stage.name!r}"
         try:
             seed = build_seed(stage, upstreams, keys, Path(tmp), where=where)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         builder = builder_with_seed(stage, seed, stage.selection_strategy)
+        problem = model_setup_problem(builder, resource, stage.description)  # the check a run makes before generating
+        if problem:
+            raise CommandError(f"{where}: {problem}")
         data_designer = resource.get_data_designer()
-        data_designer.register_stage_models(builder, owner=where)
         try:
-            result = data_designer.preview(builder, num_records=num_records)
+            data_designer.register_stage_models(builder, owner=where)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        guard = StageGuard(stall_timeout_s=stage.stall_timeout_s or resource.stall_timeout_s, token_budget=None)
+        guard.start()
+        try:
+            with running_stage(StageContext(label=f"{workflow.name}/{stage.name}", guard=guard)):
+                return _published_preview(stage, data_designer, builder, num_records, Path(tmp))
+        except CommandError:
+            raise
         except Exception as exc:  # the provider's answer (which may echo a key) is redacted on the way out
-            raise CommandError(f"{where}: preview failed: {exc}") from None
-        return result.dataset
+            models = models_used(builder, resource)
+            reason = guard.stop_reason or generation_failure_reason(exc, guard.failure_report())
+            raise CommandError(f"{where}: preview failed: {reason}{f' ({models})' if models else ''}") from None
+        finally:
+            guard.stop_watching()
+
+
+def _published_preview(stage: Stage, data_designer: Any, builder: Any, num_records: int, tmp: Path) -> Any:
+    """Preview ``builder``, then run the stage's output processors on it and select its ``output``."""
+    import pandas as pd
+
+    from dd_assets.stage_runner import output_processors_builder
+
+    result = data_designer.preview(builder, num_records=num_records)
+    dataset, processor_outputs = result.dataset, dict(result.processor_artifacts or {})
+    if stage.output_processors:
+        generated = tmp / "generated.parquet"
+        dataset.to_parquet(generated)
+        processed = data_designer.preview(
+            output_processors_builder(stage, builder, str(generated)), num_records=len(dataset)
+        )
+        dataset = processed.dataset
+        processor_outputs.update(processed.processor_artifacts or {})
+    if stage.output == "final":
+        return dataset
+    name = stage.output.removeprefix("processor:")
+    if name not in processor_outputs:
+        raise CommandError(f"processor {name!r} produced no output in the preview")
+    return pd.DataFrame(processor_outputs[name])
 
 
 # --- redaction --------------------------------------------------------------------------------
@@ -357,7 +453,9 @@ def location_secrets(location: CodeLocation) -> list[str]:
 
 # --- main -------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dd-assets", description="Status, export and preview of dd_assets stages.")
+    parser = argparse.ArgumentParser(
+        prog="dd-assets", description="Status, export, preview and estimate of dd_assets stages."
+    )
     location = argparse.ArgumentParser(add_help=False)
     where = location.add_mutually_exclusive_group()
     where.add_argument("-m", "--module-name", dest="module", help="import this module for its dg.Definitions")
@@ -375,7 +473,9 @@ def _parser() -> argparse.ArgumentParser:
     estimate_cmd = commands.add_parser(
         "estimate", parents=[location], help="records, LLM columns, model requests and cost range, no model call"
     )
-    estimate_cmd.add_argument("target", metavar="WORKFLOW[/STAGE]")
+    estimate_cmd.add_argument(
+        "target", metavar="WORKFLOW[/STAGE]", nargs="?", default=None, help="default: every stage of every workflow"
+    )
     return parser
 
 
@@ -391,23 +491,29 @@ def _run(args: argparse.Namespace, secrets: list[str]) -> int:
     try:
         location = load_code_location(args.module, args.file)
         secrets += location_secrets(location)
+        for error in location.load_errors:  # the other workflows loaded; this file's did not
+            print(f"dd-assets: not loaded: {error}", file=sys.stderr)
         if args.command == "status":
             _print_table(status_rows(location))
+            if location.load_errors:
+                return 1
         elif args.command == "estimate":
             from dd_assets.estimate import as_rows, estimate
 
-            workflow_name, _, stage_name = args.target.partition("/")
+            workflow_name, _, stage_name = (args.target or "").partition("/")
             if stage_name:
-                workflow, _stage = location.stage(args.target)
+                workflows = [location.stage(args.target)[0]]
+            elif not workflow_name:
+                workflows = list(location.workflows.values())  # no target: every stage of every workflow
             elif workflow_name in location.workflows:
-                workflow = location.workflows[workflow_name]
+                workflows = [location.workflows[workflow_name]]
             else:
-                known = ", ".join(sorted(location.workflows)) or "none"
-                raise CommandError(f"unknown workflow {workflow_name!r} (workflows: {known})", code=2)
+                raise location.unknown_workflow(workflow_name)
             resource = location.defs.resources[RESOURCE_KEY]
             prices = resource.prices
             run_config = resource.data_designer_run_config()  # its correction and restart limits bound the tokens
-            _print_table(as_rows(estimate(workflow, stage_name or None, prices, run_config)))
+            planned = [item for wf in workflows for item in estimate(wf, stage_name or None, prices, run_config)]
+            _print_table(as_rows(planned))
             if not prices:
                 print("\n(no prices set: DataDesignerResource(prices=...) adds a cost range)")
         elif args.command == "export":
@@ -425,6 +531,9 @@ def _run(args: argparse.Namespace, secrets: list[str]) -> int:
     except CommandError as exc:
         print(f"dd-assets: {exc}", file=sys.stderr)
         return exc.code
+    except WorkflowDefinitionError as exc:  # a mistake in the definitions: its message names where
+        print(f"dd-assets: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # not a traceback: the message, redacted like every output of the command
         print(f"dd-assets: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from dd_assets.io_manager import StageParquetIOManager
 from dd_assets.known_fields import pydantic_field_names, unknown_fields, unknown_fields_reason
+from dd_assets.load_errors import WorkflowLoadFailure, keep_or_raise, load_error_asset
 from dd_assets.resource import DataDesignerResource
 from dd_assets.spec import Workflow, WorkflowDefinitionError
 from dd_assets.stage_guard import DEFAULT_STALL_TIMEOUT_S
@@ -169,7 +170,13 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
             raise exc.with_file(file) from None
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        workflow = self.load_workflow(Path(context.path))
+        folder = Path(context.path)
+        try:
+            workflow = self.load_workflow(folder)
+        except WorkflowDefinitionError as exc:  # the project's other components still load (dd_assets/load_errors.py)
+            failures: list[WorkflowLoadFailure] = []
+            keep_or_raise(failures, WorkflowLoadFailure(file=exc.file or str(folder), error=exc, name=folder.name))
+            return dg.Definitions(assets=[load_error_asset(failure) for failure in failures])
         data_designer, io_manager = shared_resources(
             base_dir=self.base_dir,
             model_providers=self.model_providers,

@@ -17,6 +17,7 @@ import dagster as dg
 from dd_assets.component import shared_resources
 from dd_assets.examples.doc_qa import doc_qa_workflow, llm_provider_from_env
 from dd_assets.examples.quickstart import quickstart_workflow
+from dd_assets.load_errors import WorkflowLoadFailure
 from dd_assets.spec import Workflow, WorkflowDefinitionError
 from dd_assets.workflow_definitions import build_workflow_definitions
 from dd_assets.yaml_loader import load_workflow_dir, load_workflow_yaml
@@ -39,13 +40,16 @@ def build_example_definitions() -> dg.Definitions:
     """Definitions of the example project, configured from the environment."""
     provider = llm_provider_from_env()
     workflows = example_workflows(os.environ.get("DD_ASSETS_EXAMPLE_FORM", "python"))
-    workflows += load_workflow_dir(os.environ.get("DD_ASSETS_WORKFLOWS_DIR", str(DEFAULT_WORKFLOWS_DIR)))
+    failures: list[WorkflowLoadFailure] = []  # a broken file: the others still load (dd_assets/load_errors.py)
+    workflows += load_workflow_dir(os.environ.get("DD_ASSETS_WORKFLOWS_DIR", str(DEFAULT_WORKFLOWS_DIR)), failures)
     # The same resource objects as components of these settings, so components scaffolded into this checkout load
     # beside the examples (components configured otherwise fail with Dagster's "different resources" message).
     data_designer, io_manager = shared_resources(
         base_dir=os.environ.get("DD_ASSETS_BASE_DIR", "data"), model_providers=[provider] if provider else None
     )
-    example = build_workflow_definitions(workflows, data_designer=data_designer, io_manager=io_manager)
+    example = build_workflow_definitions(
+        workflows, load_failures=failures, data_designer=data_designer, io_manager=io_manager
+    )
     return dg.Definitions.merge(example, scaffolded_components())
 
 

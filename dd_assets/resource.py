@@ -178,7 +178,8 @@ def guard_requests(facade: Any, alias: str) -> None:
             "enforce stall deadlines and token budgets"
         )
     if not isinstance(client._inner, GuardedModelClient):
-        call = ModelCall(alias=alias, model=facade.model_name, provider=facade.model_provider_name)
+        provider = facade.model_provider
+        call = ModelCall(alias=alias, model=facade.model_name, provider=provider.name, endpoint=provider.endpoint)
         client._inner = GuardedModelClient(client._inner, call)
 
 

@@ -74,9 +74,11 @@ class ModelCall:
     alias: str
     model: str
     provider: str
+    endpoint: str | None = None
 
     def describe(self) -> str:
-        return f"model alias {self.alias!r} (model {self.model!r}, provider {self.provider!r})"
+        at = f" at {self.endpoint}" if self.endpoint else ""
+        return f"model alias {self.alias!r} (model {self.model!r}, provider {self.provider!r}{at})"
 
 
 class RefusedByGuard(ProviderError):
@@ -124,6 +126,8 @@ class StageGuard:
         self._last_call: ModelCall | None = None
         self._last_error: str | None = None
         self._failures_since_success = 0
+        self._attempts = 0
+        self._failures: dict[tuple[ModelCall, str], list] = {}  # (call, kind) -> [count, the first message]
         self._stop_reason: str | None = None
         self._stopped_at = 0.0
         self._draining = False  # stopped, but the requests in flight may still finish (and be counted)
@@ -232,6 +236,7 @@ class StageGuard:
             if not self._in_flight:
                 self._idle_since = now
             if error is None:
+                self._attempts += 1
                 self._failures_since_success = 0
                 self._waiting_since = now if self._in_flight else None
                 return
@@ -242,6 +247,9 @@ class StageGuard:
             self._failures_since_success += 1
             self._last_call = call
             self._last_error = describe_error(error)
+            self._attempts += 1
+            entry = self._failures.setdefault((call, self._last_error), [0, provider_message(error)])
+            entry[0] += 1
             if not still_waiting(error) and not nothing_answered(error) and not self._in_flight:
                 self._waiting_since = None  # the provider answered; Data Designer retries a few times at most
 
@@ -327,6 +335,25 @@ class StageGuard:
             f"on {where}; {last}"
         )
 
+    def failure_report(self) -> str | None:
+        """Why this run's model requests failed, the most frequent reason first (``None``: none failed).
+
+        ``"40 of 41 model requests failed: HTTP 400 context_window_exceeded from model alias 'm' (...), 40 times:
+        This model's maximum context length is ..."``: what Data Designer leaves to "the warnings above".
+        """
+        with self._lock:
+            failures = sorted(self._failures.items(), key=lambda item: -item[1][0])
+            attempts = self._attempts
+        if not failures:
+            return None
+        failed = sum(count for _, (count, _) in failures)
+        reasons = [
+            f"{kind} from {call.describe()}, {count} time(s){f': {message}' if message else ''}"
+            for (call, kind), (count, message) in failures[:2]
+        ]
+        more = f"; and {len(failures) - 2} other reason(s)" if len(failures) > 2 else ""
+        return f"{failed} of {attempts} model requests failed: {'; '.join(reasons)}{more}"
+
     def budget_report(self) -> str:
         """The tokens used (and by earlier runs) against the budget, as said when the budget stops the stage."""
         earlier = f", {self.tokens_before:,} of them by earlier runs of this work" if self.tokens_before else ""
@@ -363,6 +390,14 @@ def still_waiting(error: BaseException) -> bool:
 def nothing_answered(error: BaseException) -> bool:
     """Whether the provider answered nothing at all (no HTTP status): a connection error or a timeout."""
     return isinstance(error, ProviderError) and error.kind in NOTHING_ANSWERED and error.status_code is None
+
+
+def provider_message(error: BaseException, limit: int = 300) -> str:
+    """The provider's own words for a failed request (its error message), on one line and cut at ``limit``."""
+    if isinstance(error, RefusedByGuard):
+        return ""
+    text = " ".join(str(getattr(error, "message", None) or error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe_error(error: BaseException) -> str:

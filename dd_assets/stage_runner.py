@@ -8,8 +8,10 @@ output the IO manager publishes while this run still holds the stage's lock.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import shutil
 import time
 import uuid
@@ -615,9 +617,9 @@ class StageRun:
             raise
         except Exception as exc:
             self._model_usage = usage.as_dict()
-            models = _models_used(builder)
-            reason = redact(str(exc), secrets)
-            message = f"generation failed{f' ({models})' if models else ''}: {reason}"
+            models = models_used(builder, self.resource)
+            reason = generation_failure_reason(exc, guard.failure_report())
+            message = f"generation failed{f' ({models})' if models else ''}: {redact(reason, secrets)}"
             raise self.fail(self._with_disk_full_note(message, exc)) from None
         finally:
             progress.stop()
@@ -775,11 +777,9 @@ class StageRun:
         output_dir = artifacts_dir / "output-processors"
         if output_dir.exists():
             shutil.rmtree(output_dir)
-        processor_builder = DataDesignerConfigBuilder(
-            model_configs=used_model_configs(builder) or builder.model_configs, tool_configs=builder.tool_configs
-        ).with_seed_dataset(LocalFileSeedSource(path=str(result.artifact_storage.final_dataset_path / "*.parquet")))
-        for processor in self.stage.output_processors:
-            processor_builder.add_processor(processor.model_copy(deep=True))
+        processor_builder = output_processors_builder(
+            self.stage, builder, str(result.artifact_storage.final_dataset_path / "*.parquet")
+        )
         return data_designer.create(
             processor_builder,
             num_records=result.count_records(),
@@ -800,27 +800,9 @@ class StageRun:
         raise self.fail(f"processor {name!r} produced no artifacts (looked in {base})")
 
     def _check_models(self, builder: DataDesignerConfigBuilder) -> None:
-        """Fail before any generation when a model alias, its provider or the provider's key is missing."""
-        aliases = used_model_aliases(builder)
-        if not aliases:
-            return
-        configs = {m.alias: m for m in builder.model_configs}
-        providers = {p.name for p in self.resource.providers()}
-        for alias in aliases:
-            model = configs.get(alias)
-            if model is None:
-                raise self.fail(f"model alias {alias!r} has no model config in the stage config (field 'config')")
-            if model.provider not in providers:
-                configured = ", ".join(sorted(providers)) or "none"
-                raise self.fail(
-                    f"model alias {alias!r} uses provider {model.provider!r}, which is not configured on the "
-                    f"DataDesignerResource (configured: {configured}); add it to model_providers"
-                    + (f". {self.resource.setup_hint}" if self.resource.setup_hint else "")
-                )
-        try:
-            self.resource.check_provider_keys({configs[alias].provider for alias in aliases})
-        except LiteralSecretError as exc:
-            raise self.fail(str(exc)) from None
+        problem = model_setup_problem(builder, self.resource, self.stage.description)
+        if problem:
+            raise self.fail(problem)
 
     def _override_files(self, override: str) -> list[Path]:
         path = Path(override).expanduser()
@@ -869,12 +851,76 @@ def _parquet_files(path: Path) -> list[Path]:
     return []
 
 
-def _models_used(builder: DataDesignerConfigBuilder) -> str:
-    """'model alias 'a' (model 'm') on provider 'p', ...' for the LLM columns of a config."""
+def output_processors_builder(stage: Stage, builder: DataDesignerConfigBuilder, seed_path: str):
+    """The config that runs ``stage.output_processors`` on the stage's generated dataset (at ``seed_path``)."""
+    processor_builder = DataDesignerConfigBuilder(
+        model_configs=used_model_configs(builder) or builder.model_configs, tool_configs=builder.tool_configs
+    ).with_seed_dataset(LocalFileSeedSource(path=seed_path))
+    for processor in stage.output_processors:
+        processor_builder.add_processor(processor.model_copy(deep=True))
+    return processor_builder
+
+
+def model_setup_problem(
+    builder: DataDesignerConfigBuilder, resource: DataDesignerResource, description: str | None = None
+) -> str | None:
+    """Why the stage's models cannot be called (a model alias, its provider or the provider's key is missing), else
+    ``None``: checked before any generation, by a run and by ``dd-assets preview``. A missing provider's message
+    ends with the resource's ``setup_hint``, else the stage's ``description`` (where projects say how to set one up).
+    """
+    aliases = used_model_aliases(builder)
+    if not aliases:
+        return None
     configs = {m.alias: m for m in builder.model_configs}
-    return ", ".join(
-        f"model alias {alias!r} (model {configs[alias].model!r}) on provider {configs[alias].provider!r}"
-        if alias in configs
-        else f"model alias {alias!r}"
-        for alias in used_model_aliases(builder)
-    )
+    providers = {p.name for p in resource.providers()}
+    for alias in aliases:
+        model = configs.get(alias)
+        if model is None:
+            return f"model alias {alias!r} has no model config in the stage config (field 'config')"
+        if model.provider not in providers:
+            configured = ", ".join(sorted(providers)) or "none"
+            return (
+                f"model alias {alias!r} uses provider {model.provider!r}, which is not configured on the "
+                f"DataDesignerResource (configured: {configured}); add it to model_providers"
+                + (f". {resource.setup_hint}" if resource.setup_hint else "")
+                + (f". The stage's description says: {description}" if description and not resource.setup_hint else "")
+            )
+    try:
+        resource.check_provider_keys({configs[alias].provider for alias in aliases})
+    except LiteralSecretError as exc:
+        return str(exc)
+    return None
+
+
+def models_used(builder: DataDesignerConfigBuilder, resource: DataDesignerResource | None = None) -> str:
+    """'model alias 'a' (model 'm') on provider 'p' at <endpoint>, ...' for the LLM columns of a config."""
+    configs = {m.alias: m for m in builder.model_configs}
+    endpoints = {}
+    if resource is not None:
+        with contextlib.suppress(Exception):  # naming the endpoint must never hide the failure itself
+            endpoints = {p.name: p.endpoint for p in resource.providers()}
+
+    def describe(alias: str) -> str:
+        if alias not in configs:
+            return f"model alias {alias!r}"
+        provider = configs[alias].provider
+        at = f" at {endpoints[provider]}" if endpoints.get(provider) else ""
+        return f"model alias {alias!r} (model {configs[alias].model!r}) on provider {provider!r}{at}"
+
+    return ", ".join(describe(alias) for alias in used_model_aliases(builder))
+
+
+def generation_failure_reason(exc: BaseException, failure_report: str | None) -> str:
+    """Data Designer's error on one line; where it points to "the warnings above", the reason the provider gave."""
+    reason = one_line(str(exc))
+    if failure_report and "warnings above" in reason:
+        shutdown = "Data Designer stopped early, " if "early shutdown" in reason else ""
+        return f"{shutdown}no record was generated; {failure_report}"
+    return reason
+
+
+def one_line(message: str) -> str:
+    """A Data Designer error message on one line: its ``|----------`` boxes and ``| Cause:`` margins removed."""
+    text = re.sub(r"\|-{3,}", " ", message.replace("🛑", ""))
+    text = re.sub(r"(^|\n)\s*\|", " ", text)
+    return " ".join(text.split())

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from dd_assets.known_fields import did_you_mean
 from dd_assets.stage_models import used_model_configs
 
 if TYPE_CHECKING:
@@ -72,11 +73,13 @@ def check_column_flow(workflow: Workflow, flow: dict[str, StageColumns]) -> None
         if available is None:
             continue
         for config in stage.builder.get_column_configs():
-            missing = sorted(set(getattr(config, "required_columns", []) or []) - set(available))
+            readable = set(available) - {config.name}  # a column cannot read itself
+            missing = sorted(set(getattr(config, "required_columns", []) or []) - readable)
             if missing:
+                hints = "".join(did_you_mean(name, readable) for name in missing)
                 raise fail(
                     f"column {config.name!r} reads {', '.join(map(repr, missing))}, which neither this stage "
-                    f"nor its upstreams produce (available: {', '.join(sorted(available)) or 'none'})",
+                    f"nor its upstreams produce{hints} (available: {', '.join(sorted(readable)) or 'none'})",
                     "config",
                 )
 

@@ -8,6 +8,7 @@ import dagster as dg
 
 from dd_assets.asset_factory import build_workflow_assets
 from dd_assets.io_manager import StageParquetIOManager
+from dd_assets.load_errors import WorkflowLoadFailure, load_error_asset
 from dd_assets.resource import DataDesignerResource
 from dd_assets.spec import EXECUTION_MODES, Workflow, WorkflowDefinitionError, stage_op_name
 from dd_assets.translator import IO_MANAGER_KEY, RESOURCE_KEY, DataDesignerStageTranslator
@@ -23,6 +24,7 @@ def build_workflow_definitions(
     executor: dg.ExecutorDefinition | None = None,
     execution: str | None = None,
     max_concurrent_stages: int | None = None,
+    load_failures: Iterable[WorkflowLoadFailure] = (),
 ) -> dg.Definitions:
     """Dagster definitions for one or more workflows.
 
@@ -36,6 +38,8 @@ def build_workflow_definitions(
             stages at the same time); overrides each workflow's own ``execution`` when given.
         max_concurrent_stages: in concurrent execution, at most this many stages at once (overrides each
             workflow's own cap when given).
+        load_failures: workflow files that did not load (``load_workflow_dir(folder, failures=[])``): each becomes
+            an asset in the group ``load_errors`` whose description is the error (see :mod:`dd_assets.load_errors`).
     """
     if execution is not None and execution not in EXECUTION_MODES:
         raise WorkflowDefinitionError(
@@ -83,6 +87,7 @@ def build_workflow_definitions(
         job = workflow_job(workflow, workflow_assets)
         if job is not None:
             jobs.append(job)
+    assets += [load_error_asset(failure) for failure in load_failures]
     return dg.Definitions(
         assets=assets,
         jobs=jobs,

@@ -446,22 +446,33 @@ def load_workflow_yaml(path: str | Path) -> Workflow:
     return workflow_from_mapping(data, base_dir=path.parent, file=str(path))
 
 
-def load_workflow_dir(directory: str | Path) -> list[Workflow]:
-    """Every ``*.yaml`` / ``*.yml`` workflow in a directory (sorted); a name used twice is an error."""
+def load_workflow_dir(directory: str | Path, failures: list | None = None) -> list[Workflow]:
+    """Every ``*.yaml`` / ``*.yml`` workflow in a directory (sorted); a name used twice is an error.
+
+    With ``failures`` (a list), a file that does not load is appended to it as a
+    :class:`~dd_assets.load_errors.WorkflowLoadFailure` and the other files still load (except under definitions
+    validation: see :mod:`dd_assets.load_errors`); without it, the first error is raised.
+    """
+    from dd_assets.load_errors import WorkflowLoadFailure, keep_or_raise
+
     directory = Path(directory)
     if not directory.is_dir():
         raise WorkflowDefinitionError(f"workflows directory {str(directory)!r} does not exist")
     workflows: list[Workflow] = []
     seen: dict[str, Path] = {}
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        workflow = load_workflow_yaml(path)
-        if workflow.name in seen:
-            raise WorkflowDefinitionError(
-                f"workflow name already used by {seen[workflow.name]}",
-                workflow=workflow.name,
-                field="name",
-                file=str(path),
-            )
+        try:
+            workflow = load_workflow_yaml(path)
+            if workflow.name in seen:
+                raise WorkflowDefinitionError(
+                    f"workflow name already used by {seen[workflow.name]}",
+                    workflow=workflow.name,
+                    field="name",
+                    file=str(path),
+                )
+        except WorkflowDefinitionError as exc:
+            keep_or_raise(failures, WorkflowLoadFailure(file=str(path), error=exc))
+            continue
         seen[workflow.name] = path
         workflows.append(workflow)
     return workflows

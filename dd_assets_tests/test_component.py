@@ -102,6 +102,26 @@ def test_component_with_an_invalid_workflow_fails_dg_check(dg_project):
     assert not (root / "data").exists()
 
 
+def test_a_broken_component_leaves_the_others_loaded_and_shows_its_error_as_an_asset(dg_project):
+    root, env = dg_project
+    test_component_with_an_invalid_workflow_fails_dg_check(dg_project)  # `dg check defs` fails hard on it
+    good = root / "src" / "myproj" / "defs" / "good"
+    good.mkdir()
+    (good / "defs.yaml").write_text(
+        "type: dd_assets.DataDesignerWorkflowComponent\nattributes:\n  workflow:\n    name: good\n    stages:\n"
+        "      - {name: s, num_records: 3, config: {columns: [{name: c, column_type: sampler, sampler_type: uuid,"
+        " params: {}}]}}\n"
+    )
+    listed = _dg(["list", "defs", "--json"], root, env)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assets = {asset["asset_key"]: asset for asset in json.loads(listed.stdout)["assets"]}
+    assert set(assets) == {"good/s", "load_errors/broken"}
+    assert "workflow 'broken', stage 'a', field 'config'" in assets["load_errors/broken"]["description"]
+    launched = _dg(["launch", "--assets", "good/s"], root, env)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert _dg(["check", "defs"], root, env).returncode != 0
+
+
 def test_inline_workflow_component_and_two_components_share_resources(dg_project):
     root, env = dg_project
     for name in ("one", "two"):

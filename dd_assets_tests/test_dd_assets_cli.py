@@ -99,6 +99,35 @@ def test_a_changed_definition_shows_as_stale(tmp_path):
     assert "STALE" in people
 
 
+def test_status_is_stale_where_dagster_says_unsynced_after_an_upstream_is_rematerialized(tmp_path):
+    import runpy
+
+    import dagster as dg
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    _project(tmp_path)
+    _materialize(tmp_path, "--select", "shop/people,shop/labels")
+    _materialize(tmp_path, "--select", "shop/people")  # new ids: a new data version of labels' upstream
+    status = _run(tmp_path, "status").stdout.splitlines()
+    people = next(line for line in status if line.startswith("shop/people "))
+    labels = next(line for line in status if line.startswith("shop/labels "))
+    assert "current" in people and "STALE (upstream people changed)" in labels, status
+
+    defs = runpy.run_path(str(tmp_path / "project.py"))["defs"]
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster_home"))
+
+    def dagster_status(stage: str) -> StaleStatus:
+        resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+        return resolver.get_status(dg.AssetKey(["shop", stage]))
+
+    assert dagster_status("labels") == StaleStatus.STALE and dagster_status("people") == StaleStatus.FRESH
+
+    _materialize(tmp_path, "--select", "shop/labels")
+    labels = next(line for line in _run(tmp_path, "status").stdout.splitlines() if line.startswith("shop/labels "))
+    assert "current" in labels and dagster_status("labels") == StaleStatus.FRESH
+
+
 def test_errors_name_the_problem_and_exit_non_zero(tmp_path):
     _project(tmp_path)
     unknown = _run(tmp_path, "export", "shop/nope", str(tmp_path / "x.csv"))
@@ -136,6 +165,93 @@ def test_no_folder_appears_where_dagster_or_dd_assets_is_started(tmp_path):
     for args in (["status"], ["preview", "shop/labels", "-n", "2"], ["export", "shop/people", str(tmp_path / "p.csv")]):
         assert _run(tmp_path, *args, cwd=cwd).returncode == 0
     assert list(cwd.iterdir()) == []
+
+
+PUBLISHING_PROJECT = """
+import os
+from pathlib import Path
+import data_designer.config as dd
+from dd_assets import DataDesignerResource, Stage, StageParquetIOManager, Workflow, build_workflow_definitions
+
+here = Path(__file__).parent
+root = dd.DataDesignerConfigBuilder()
+root.add_column(dd.SamplerColumnConfig(name="id", sampler_type="uuid", params=dd.UUIDSamplerParams()))
+root.add_column(
+    dd.SamplerColumnConfig(name="price", sampler_type="uniform", params=dd.UniformSamplerParams(low=1, high=9))
+)
+priced = dd.DataDesignerConfigBuilder()
+priced.add_column(dd.ExpressionColumnConfig(name="label", expr="{{ id[:4] }} costs {{ price }}"))
+shaped = dd.DataDesignerConfigBuilder()
+shaped.add_column(dd.ExpressionColumnConfig(name="line", expr="{{ label }}!"))
+shaped.add_processor(dd.SchemaTransformProcessorConfig(name="records", template={"text": "{{ line }}"}))
+model = dd.ModelConfig(alias="writer", model="test-model", provider="local",
+                       inference_parameters=dd.ChatCompletionInferenceParams(max_tokens=32))
+write = dd.DataDesignerConfigBuilder(model_configs=[model])
+long_prompt = "Write at length about {{ label }}. " * 20
+write.add_column(dd.LLMTextColumnConfig(name="essay", model_alias="writer", prompt=long_prompt))
+workflow = Workflow(name="shop", stages=[
+    Stage(name="items", config=root, num_records=6),
+    Stage(name="labels", config=priced, depends_on=["items"],
+          output_processors=[dd.DropColumnsProcessorConfig(name="drop_price", column_names=["price"])]),
+    Stage(name="shaped", config=shaped, depends_on=["labels"], output="processor:records"),
+    Stage(name="essays", config=write, depends_on=["labels"]),
+])
+endpoint = os.environ.get("TEST_ENDPOINT")
+provider = {"name": "local", "endpoint": endpoint} if endpoint else {"name": "other", "endpoint": "http://127.0.0.1:9"}
+providers = [{**provider, "api_key": "DD_ASSETS_TEST_API_KEY"}]
+defs = build_workflow_definitions(workflow, io_manager=StageParquetIOManager(base_dir=str(here / "data")),
+                                  data_designer=DataDesignerResource(model_providers=providers,
+                                                                     setup_hint="set TEST_ENDPOINT"))
+"""
+
+
+def _published_columns(tmp_path: Path, stage: str) -> list[str]:
+    record = json.loads((tmp_path / "data" / "shop" / stage / "stage.json").read_text())
+    return pq.read_schema(tmp_path / "data" / "shop" / stage / record["files"][0]).names
+
+
+def test_preview_shows_what_the_stage_would_publish(tmp_path):
+    (tmp_path / "project.py").write_text(PUBLISHING_PROJECT)
+    _materialize(tmp_path, "--select", "shop/items,shop/labels,shop/shaped")
+    for stage in ("labels", "shaped"):  # output processors run; a processor output selected as the output
+        proc = _run(tmp_path, "preview", f"shop/{stage}", "-n", "3")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.splitlines()[0].split() == _published_columns(tmp_path, stage), proc.stdout
+    assert "price" not in _run(tmp_path, "preview", "shop/labels").stdout.splitlines()[0]
+
+
+def test_preview_of_an_llm_stage_without_its_provider_names_the_stage_and_the_fix(tmp_path):
+    (tmp_path / "project.py").write_text(PUBLISHING_PROJECT)
+    _materialize(tmp_path, "--select", "shop/items,shop/labels")
+    proc = _run(tmp_path, "preview", "shop/essays")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in output, output
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "workflow 'shop', stage 'essays': model alias 'writer' uses provider 'local', which is not configured" in (
+        proc.stderr
+    )
+    assert "(configured: other)" in proc.stderr
+    assert "set TEST_ENDPOINT" in proc.stderr
+
+
+def test_preview_of_a_stage_whose_every_prompt_overflows_names_the_reason(tmp_path, llm):
+    (tmp_path / "project.py").write_text(PUBLISHING_PROJECT)
+    _materialize(tmp_path, "--select", "shop/items,shop/labels")
+    llm.context_window = 200
+    proc = subprocess.run(
+        [str(BIN / "dd-assets"), "preview", "shop/essays", "-n", "3", "-f", str(tmp_path / "project.py")],
+        env=cli_environment(tmp_path, TEST_ENDPOINT=llm.endpoint, DD_ASSETS_TEST_API_KEY="sk-local"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in output, output
+    error = next(line for line in proc.stderr.splitlines() if line.startswith("dd-assets: "))
+    assert "workflow 'shop', stage 'essays': preview failed" in error and "warnings above" not in error, error
+    assert "maximum context length is 200 tokens" in error and "|---" not in error, error
+    assert error.endswith(f"(model alias 'writer' (model 'test-model') on provider 'local' at {llm.endpoint})")
 
 
 TRANSLATED_PROJECT = """

@@ -126,6 +126,25 @@ def test_dd_assets_estimate_prints_each_stage(tmp_path, llm):
     assert llm.count() == 0
 
 
+def test_a_bare_dd_assets_estimate_estimates_every_stage_of_every_workflow(tmp_path, llm):
+    (tmp_path / "project.py").write_text(
+        "from dd_assets import Stage, Workflow, build_workflow_definitions\n"
+        "from dd_assets_tests.helpers import llm_builder, sampler_builder\n"
+        "one = Workflow(name='one', stages=[Stage(name='seed', config=sampler_builder(), num_records=7),\n"
+        "    Stage(name='write', config=llm_builder('text', 'About {{ n }}'), depends_on=['seed'])])\n"
+        "two = Workflow(name='two', stages=[Stage(name='rows', config=sampler_builder(), num_records=3)])\n"
+        "defs = build_workflow_definitions(one, two)\n"
+    )
+    env = cli_environment(tmp_path, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    command = [str(BIN / "dd-assets"), "estimate", "-f", str(tmp_path / "project.py")]
+    proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    stages = [line.split()[0] for line in proc.stdout.splitlines()[1:] if line.strip() and "/" in line.split()[0]]
+    assert stages == ["one/seed", "one/write", "two/rows"]
+    assert llm.count() == 0
+
+
 @pytest.mark.parametrize(
     "selection",
     [dd.IndexRange(start=2, end=6), dd.PartitionBlock(index=1, num_partitions=3)],

@@ -206,7 +206,28 @@ def test_template_reading_an_unknown_column(tmp_path):
         ),
     )
     assert "stage 'b', field 'config': column 'x' reads 'colour', which neither this stage nor its upstreams" in message
-    assert "available: color, n, x" in message
+    assert "available: color, n)" in message  # not the failing column 'x' itself
+
+
+def test_a_column_reading_a_misspelt_column_is_told_the_close_name(tmp_path):
+    message = _load_error(
+        tmp_path,
+        _workflow_text(
+            _stage(
+                "a",
+                "\n    num_records: 2",
+                config="\n      columns:\n        - {name: stock, column_type: sampler, sampler_type: uuid,"
+                " params: {}}\n",
+            ),
+            _stage(
+                "b",
+                "\n    depends_on: [a]",
+                config="\n      columns:\n        - {name: x, column_type: expression, expr: '{{ stok }}'}\n",
+            ),
+        ),
+    )
+    assert "stage 'b', field 'config': column 'x' reads 'stok'" in message
+    assert "(did you mean 'stock'?)" in message and "available: stock)" in message
 
 
 def test_template_reading_a_column_dropped_upstream(tmp_path):
