@@ -23,9 +23,9 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 from data_designer.config.config_builder import DataDesignerConfigBuilder
+from data_designer.config.run_config import ResumeMode
 from data_designer.config.seed import IndexRange, PartitionBlock
 from data_designer.config.seed_source import LocalFileSeedSource
-from data_designer.engine.storage.artifact_storage import ResumeMode
 from upath import UPath
 
 from dd_assets import resumable_work
