@@ -1,7 +1,7 @@
 """Data Designer 0.9.7+ and 1.0: what each reports about a create(), and what dd_assets makes of it.
 
-The suite runs whole on the default install (Data Designer 0.9.7) and, in .ci/run, its Data Designer subset (the
-``data_designer_surface`` marker, see docs/concepts.md) on 1.0. Where 1.0 reports an outcome publicly
+The suite runs whole on the default install (Data Designer 0.9.7) and, in .ci/run, its Data Designer subset (this
+module among them; .ci/run lists them and says why) on 1.0. Where 1.0 reports an outcome publicly
 (``actual_num_records``, ``is_partial``, ``early_shutdown``, ``effective_resume_mode``) dd_assets reads it; 0.9 does
 not report early shutdown after a partial run, and these tests say so where they differ.
 """
@@ -12,15 +12,12 @@ import logging
 
 import data_designer.config as dd
 import pandas as pd
-import pytest
 from packaging.version import Version
 
 from dd_assets import DataDesignerResource, Stage, Workflow
 from dd_assets.data_designer_surface import installed_version
 from dd_assets_tests.conftest import TEST_PROVIDER
 from dd_assets_tests.helpers import failure_message, llm_builder, materialize, metadata_of
-
-pytestmark = pytest.mark.data_designer_surface
 
 DATA_DESIGNER_1 = Version(installed_version()) >= Version("1.0.0rc1")
 
