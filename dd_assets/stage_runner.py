@@ -680,7 +680,9 @@ class StageRun:
                 if guard.stop_reason is not None or resume != ResumeMode.ALWAYS or "Cannot resume" not in str(exc):
                     raise
                 # Data Designer refuses some resumes (interrupted post-processing, changed artifact policy):
-                # rather than failing the same way on every retry, start this work fresh.
+                # rather than failing the same way on every retry, start this work fresh. Neither 0.9 nor 1.0 raises a
+                # distinct error for it (data_designer_surface lists the message); ResumeMode.IF_POSSIBLE is no
+                # substitute: it starts afresh only on a changed config, and into a new timestamped folder.
                 self.context.log.warning(
                     f"{self.where}: cannot resume ({redact(str(exc), self.secrets)}); generating from the start"
                 )
