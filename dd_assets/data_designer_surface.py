@@ -119,7 +119,8 @@ PRIVATE_SURFACES: tuple[PrivateSurface, ...] = (
     # the artifact layout (dd_assets.resumable_work, remote_checkpoint, progress)
     PrivateSurface(
         "artifacts: metadata.json (buffer_size, target_num_records, post_generation_processed, "
-        "post_generation_state), parquet-files/batch_NNNNN.parquet, tmp-partial-parquet-files/",
+        "post_generation_state; without config_hash, resume skips its path-bound config check), "
+        "parquet-files/batch_NNNNN.parquet, tmp-partial-parquet-files/",
         "resumable_work, remote_checkpoint, progress: resume, short batches, checkpoints, progress",
         at_import=False,
     ),

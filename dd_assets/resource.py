@@ -1,6 +1,6 @@
 """DataDesignerResource: one DataDesigner and one ModelRegistry per process, shared by every stage.
 
-Why an override: Data Designer 0.9.x builds a new ``ModelRegistry`` inside every ``create()``
+Why an override: Data Designer (0.9 and 1.0) builds a new ``ModelRegistry`` inside every ``create()``
 (``DataDesigner._create_resource_provider``), so each stage would repeat its model health checks and
 open new HTTP clients. :class:`SharedRegistryDataDesigner` overrides only that method: it lets Data
 Designer build the resource provider as usual, then swaps in one process-wide
