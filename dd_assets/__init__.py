@@ -5,6 +5,11 @@ import os
 # Offline-safe default: Data Designer reads this once, at import, and otherwise sends telemetry.
 os.environ.setdefault("NEMO_TELEMETRY_ENABLED", "false")
 
+# The installed Data Designer is checked before any module of dd_assets reaches into it.
+from dd_assets.data_designer_surface import check_data_designer_compatibility  # noqa: E402
+
+check_data_designer_compatibility()
+
 from dd_assets.callable_identity import versioned  # noqa: E402
 from dd_assets.component import DataDesignerWorkflowComponent  # noqa: E402
 from dd_assets.dataset import StageDataset  # noqa: E402

@@ -6,7 +6,7 @@ Data Designer generates, a background thread copies every *finished* batch (and 
 no local work, restores the checkpoint of the same work key (same generation inputs) and Data Designer resumes
 from it: the finished batches are not requested again. Publishing the stage removes its checkpoints.
 
-What is copied, and why it is consistent (Data Designer 0.9, ``engine/storage/artifact_storage.py``):
+What is copied, and why it is consistent (Data Designer 0.9 and 1.0, ``engine/storage/artifact_storage.py``):
 
 - ``parquet-files/batch_N.parquet`` appears by an atomic rename once batch N is complete;
 - ``dropped-columns-parquet-files/batch_N.parquet`` and ``processors-files/*/batch_N.parquet`` are written

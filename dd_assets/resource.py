@@ -1,13 +1,13 @@
 """DataDesignerResource: one DataDesigner and one ModelRegistry per process, shared by every stage.
 
-Why an override: Data Designer 0.9.x builds a new ``ModelRegistry`` inside every ``create()``
+Why an override: Data Designer (0.9 and 1.0) builds a new ``ModelRegistry`` inside every ``create()``
 (``DataDesigner._create_resource_provider``), so each stage would repeat its model health checks and
 open new HTTP clients. :class:`SharedRegistryDataDesigner` overrides only that method: it lets Data
 Designer build the resource provider as usual, then swaps in one process-wide
 :class:`SharedModelRegistry` into which the model configs each stage's columns use are registered. The
 registry runs a health check once per alias per process and refuses an alias that two stages define
-differently. The override reaches into Data Designer's private surface, so the installed version and
-that surface are checked when dd_assets is imported (:func:`check_data_designer_compatibility`).
+differently. The override reaches into Data Designer's private surface: the supported versions and every private
+part dd_assets relies on are listed in :mod:`dd_assets.data_designer_surface`, and checked when dd_assets is imported.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import asyncio
 import collections
 import contextvars
 import hashlib
-import importlib.metadata
-import inspect
 import json
 import logging
 import tempfile
@@ -39,10 +37,16 @@ from data_designer.engine.observability import fanout_scheduler_event_sinks
 from data_designer.engine.resources.person_reader import LocalPersonReader
 from data_designer.engine.resources.resource_provider import ResourceProvider
 from data_designer.interface.data_designer import DataDesigner
-from packaging.specifiers import SpecifierSet
-from packaging.version import InvalidVersion, Version
 from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from dd_assets.data_designer_surface import (  # noqa: F401 - the compatibility names, importable from here as before
+    EXPECTED_CREATE_RESOURCE_PROVIDER_PARAMETERS,
+    REGISTRY_METHODS_USED,
+    SUPPORTED_DATA_DESIGNER,
+    DataDesignerCompatibilityError,
+    check_data_designer_compatibility,
+    compatibility_problems,
+)
 from dd_assets.dd_home import default_model_providers, not_seeding_home
 from dd_assets.known_fields import refuse_unknown_fields
 from dd_assets.secrets import (
@@ -67,73 +71,6 @@ from dd_assets.stage_guard import (
 from dd_assets.stage_models import used_model_configs
 
 logger = logging.getLogger(__name__)
-
-SUPPORTED_DATA_DESIGNER = SpecifierSet(">=0.9.6,<0.10")
-EXPECTED_CREATE_RESOURCE_PROVIDER_PARAMETERS = (
-    "self",
-    "dataset_name",
-    "config_builder",
-    "resume",
-    "artifact_path",
-    "client_concurrency_mode",
-)
-REGISTRY_METHODS_USED = (
-    "register_model_configs",
-    "run_health_check",
-    "arun_health_check",
-    "get_model",
-    "_set_model_configs",
-)
-
-
-class DataDesignerCompatibilityError(ImportError):
-    """The installed Data Designer is not one whose private surface dd_assets overrides safely."""
-
-
-def compatibility_problems(
-    version: str, resource_provider_parameters: list[str], registry_methods: set[str]
-) -> list[str]:
-    """What makes a Data Designer install unsafe for :class:`SharedRegistryDataDesigner` (empty when none)."""
-    problems = []
-    try:
-        if Version(version) not in SUPPORTED_DATA_DESIGNER:
-            problems.append(f"data-designer {version} is installed; dd_assets supports {SUPPORTED_DATA_DESIGNER}")
-    except InvalidVersion:
-        problems.append(f"data-designer reports an unreadable version {version!r}")
-    if tuple(resource_provider_parameters) != EXPECTED_CREATE_RESOURCE_PROVIDER_PARAMETERS:
-        problems.append(
-            "DataDesigner._create_resource_provider takes ("
-            + ", ".join(resource_provider_parameters)
-            + "), expected ("
-            + ", ".join(EXPECTED_CREATE_RESOURCE_PROVIDER_PARAMETERS)
-            + ")"
-        )
-    missing = [name for name in REGISTRY_METHODS_USED if name not in registry_methods]
-    if missing:
-        problems.append(f"ModelRegistry lacks {', '.join(missing)}")
-    return problems
-
-
-def check_data_designer_compatibility() -> None:
-    """Raise :class:`DataDesignerCompatibilityError` unless the installed Data Designer matches the override."""
-    try:
-        version = importlib.metadata.version("data-designer")
-    except importlib.metadata.PackageNotFoundError:
-        from data_designer.config.version import get_library_version
-
-        version = get_library_version()
-    parameters = list(inspect.signature(DataDesigner._create_resource_provider).parameters)
-    problems = compatibility_problems(version, parameters, set(dir(ModelRegistry)))
-    if problems:
-        raise DataDesignerCompatibilityError(
-            "dd_assets shares one model registry between stages by overriding Data Designer's private "
-            "DataDesigner._create_resource_provider, which this install does not support: "
-            + "; ".join(problems)
-            + f". Install a supported version: pip install 'data-designer{SUPPORTED_DATA_DESIGNER}'"
-        )
-
-
-check_data_designer_compatibility()
 
 
 class ModelAliasConflictError(ValueError):

@@ -10,7 +10,7 @@ than intended. A :class:`StageGuard` watches one stage run's model calls and sto
 - **it passes its budget**: the tokens it used, with those of earlier runs of the same unfinished work (kept in
   the work directory), exceed ``token_budget``.
 
-How it stops (Data Designer 0.9, read in ``engine/models/clients/model_request_executor.py`` and
+How it stops (Data Designer 0.9 and 1.0, read in ``engine/models/clients/model_request_executor.py`` and
 ``engine/dataset_builders/async_scheduler.py``):
 
 - every model attempt passes :class:`GuardedModelClient`, set around the HTTP adapter *inside* Data Designer's

@@ -25,15 +25,17 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 from data_designer.config.config_builder import DataDesignerConfigBuilder
+from data_designer.config.run_config import ResumeMode
 from data_designer.config.seed import IndexRange, PartitionBlock
 from data_designer.config.seed_source import LocalFileSeedSource
-from data_designer.engine.storage.artifact_storage import ResumeMode
+from data_designer.interface.errors import DataDesignerEarlyShutdownError
 from upath import UPath
 
 from dd_assets import resumable_work
 from dd_assets.checks import safe_check_results
 from dd_assets.column_schema import stage_column_schema
 from dd_assets.costs import cost_metadata, run_total_cost, stage_cost, total_cost
+from dd_assets.data_designer_surface import creation_outcome
 from dd_assets.dataset import StageDataset
 from dd_assets.io_manager import (
     VERSION_METADATA_KEY,
@@ -422,6 +424,8 @@ class StageRun:
         if self._progress is not None:
             metadata.update(self._progress.final_metadata())
         metadata.update(self._cost_metadata(record))
+        if record.get("early_shutdown") is not None:  # reported by Data Designer 1.0
+            metadata["dd_assets/early_shutdown"] = dg.MetadataValue.bool(record["early_shutdown"])
         metadata[VERSION_METADATA_KEY] = dg.MetadataValue.text(version)
         output = StageOutput(
             workflow=self.workflow.name,
@@ -536,9 +540,14 @@ class StageRun:
         actual = record.get("num_records_actual") or 0
         threshold = self.stage.completion_threshold
         if requested and actual and actual / requested < threshold:
+            early = (
+                f" (Data Designer shut generation down early: {self._early_shutdown_cause()})"
+                if record.get("early_shutdown")
+                else ""
+            )
             raise self.fail(
                 f"generated {actual} of {requested} requested records ({actual / requested:.1%}), below "
-                f"completion_threshold {threshold}; nothing was published and the previous output is kept. The "
+                f"completion_threshold {threshold}{early}; nothing was published and the previous output is kept. The "
                 f"finished batches stay in {work_dir}: the next materialization reuses the full ones and "
                 "generates only the batches that dropped records"
             )
@@ -605,16 +614,35 @@ class StageRun:
                 result = self._create_guarded(
                     guard, data_designer, builder, num_records, work_dir, resume, record, checkpoint
                 )
-                record["num_records_actual"] = result.count_records()
+                outcome = creation_outcome(result, num_records)
+                record["num_records_actual"] = outcome.actual
+                if outcome.resumed is not None:
+                    record["resumed"] = outcome.resumed  # Data Designer 1.0 says which resume mode it applied
+                if outcome.early_shutdown is not None:
+                    record["early_shutdown"] = outcome.early_shutdown
+                if outcome.early_shutdown and outcome.is_partial:
+                    self.context.log.warning(
+                        f"{self.where}: Data Designer shut generation down early after {outcome.actual} of "
+                        f"{outcome.requested} records: {self._early_shutdown_cause()}"
+                    )
                 output_result = result
                 if stage.output_processors:
-                    output_result = self._run_output_processors(data_designer, builder, result, artifacts_dir)
+                    output_result = self._run_output_processors(
+                        data_designer, builder, result, artifacts_dir, outcome.actual
+                    )
         except StageFailure:
             self._model_usage = usage.as_dict()
             raise
         except OSError:
             self._model_usage = usage.as_dict()
             raise
+        except DataDesignerEarlyShutdownError:
+            self._model_usage = usage.as_dict()
+            models = models_used(builder, self.resource)
+            raise self.fail(
+                f"Data Designer shut generation down early before any record was finished"
+                f"{f' ({models})' if models else ''}: {self._early_shutdown_cause()}"
+            ) from None
         except Exception as exc:
             self._model_usage = usage.as_dict()
             models = models_used(builder, self.resource)
@@ -677,7 +705,9 @@ class StageRun:
                 if guard.stop_reason is not None or resume != ResumeMode.ALWAYS or "Cannot resume" not in str(exc):
                     raise
                 # Data Designer refuses some resumes (interrupted post-processing, changed artifact policy):
-                # rather than failing the same way on every retry, start this work fresh.
+                # rather than failing the same way on every retry, start this work fresh. Neither 0.9 nor 1.0 raises a
+                # distinct error for it (data_designer_surface lists the message); ResumeMode.IF_POSSIBLE is no
+                # substitute: it starts afresh only on a changed config, and into a new timestamped folder.
                 self.context.log.warning(
                     f"{self.where}: cannot resume ({redact(str(exc), self.secrets)}); generating from the start"
                 )
@@ -713,6 +743,15 @@ class StageRun:
                 f"last records ({guard.tokens_total:,} tokens used), so the stage is complete and published"
             )
         return result
+
+    def _early_shutdown_cause(self) -> str:
+        run_config = self.resource.data_designer_run_config()
+        return (
+            f"at least {run_config.shutdown_error_rate:.0%} of the last {run_config.shutdown_error_window} or more "
+            "generation tasks failed for good (RunConfig shutdown_error_rate / shutdown_error_window; each failure is "
+            "a warning of this step). Fix the failing requests, or set DataDesignerResource(run_config="
+            "{'disable_early_shutdown': True}) to keep generating past them"
+        )
 
     def _stage_guard(self, work_dir: Path, builder: DataDesignerConfigBuilder) -> StageGuard:
         """The stall deadline and token budget of this run; fails at once when earlier runs spent the budget."""
@@ -773,7 +812,9 @@ class StageRun:
         stage_dir = io_manager.stage_dir(self.workflow.name, self.stage.name, self.partition)
         return RemoteCheckpoint(stage_dir / CHECKPOINTS_DIR / work_dir.name, work_dir, io_manager.checkpoint_every_s)
 
-    def _run_output_processors(self, data_designer, builder: DataDesignerConfigBuilder, result, artifacts_dir: Path):
+    def _run_output_processors(
+        self, data_designer, builder: DataDesignerConfigBuilder, result, artifacts_dir: Path, num_records: int
+    ):
         output_dir = artifacts_dir / "output-processors"
         if output_dir.exists():
             shutil.rmtree(output_dir)
@@ -782,7 +823,7 @@ class StageRun:
         )
         return data_designer.create(
             processor_builder,
-            num_records=result.count_records(),
+            num_records=num_records,
             dataset_name="output-processors",
             artifact_path=artifacts_dir,
         )

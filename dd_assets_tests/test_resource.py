@@ -225,10 +225,12 @@ def test_the_installed_data_designer_passes_the_compatibility_guard_and_others_f
 
     check_data_designer_compatibility()  # what is installed is what the override was written against
     parameters, methods = list(EXPECTED_CREATE_RESOURCE_PROVIDER_PARAMETERS), set(REGISTRY_METHODS_USED)
-    assert compatibility_problems("0.9.6", parameters, methods) == []
-    assert compatibility_problems("0.10.0", parameters, methods) == [
-        "data-designer 0.10.0 is installed; dd_assets supports <0.10,>=0.9.6"
-    ]
+    for supported in ("0.9.7", "0.9.8", "1.0.0rc1", "1.0.0", "1.0.3"):  # both lines, 1.0's release candidates too
+        assert compatibility_problems(supported, parameters, methods) == [], supported
+    for refused in ("0.9.6", "0.9.7rc1", "1.1.0rc1", "1.1.0", "2.0.0"):  # 0.9.6 lacks the fork-safety fix
+        assert compatibility_problems(refused, parameters, methods) == [
+            f"data-designer {refused} is installed; dd_assets supports <1.1,>=0.9.7"
+        ]
     problems = compatibility_problems("0.9.8", ["self", "dataset_name", "config_builder", "resume"], set())
     assert problems[0].startswith(
         "DataDesigner._create_resource_provider takes (self, dataset_name, config_builder, resume)"
@@ -343,3 +345,40 @@ def test_a_process_keeps_a_bounded_number_of_shared_data_designers():
         DataDesignerResource(run_config={"buffer_size": 2000 + size}).get_data_designer()
     assert len(resource_module._DATA_DESIGNERS) <= resource_module.MAX_DATA_DESIGNERS
     assert first.get_data_designer() is not kept  # the least recently used one was let go, and is built anew
+
+
+def test_every_private_data_designer_surface_is_listed_beside_the_version_check_and_checked():
+    """One list (dd_assets.data_designer_surface) names every private part of Data Designer dd_assets uses: each
+    engine or config.utils import of the package is on it, the installed version has all of it, and a missing or
+    changed part is named when dd_assets is imported."""
+    import ast
+
+    import dd_assets
+    from dd_assets.data_designer_surface import PRIVATE_SURFACES, PrivateSurface, surface_problems
+
+    assert surface_problems() == []  # the installed Data Designer (0.9 or 1.0) has every import-checked part
+    names = [s.name for s in PRIVATE_SURFACES]
+    unlisted = []
+    for path in sorted(Path(dd_assets.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not node.module:
+                continue
+            if not node.module.startswith(("data_designer.engine", "data_designer.config.utils")):
+                continue
+            for alias in node.names:
+                listed = any(
+                    n.startswith((f"{node.module}:{alias.name}", f"{node.module}.{alias.name}:")) for n in names
+                )
+                if not listed:
+                    unlisted.append(f"{path.name}: from {node.module} import {alias.name}")
+    assert unlisted == [], "private Data Designer imports missing from PRIVATE_SURFACES"
+
+    missing = PrivateSurface("data_designer.engine.models.registry:ModelRegistry.gone", "a test")
+    changed = PrivateSurface(
+        "data_designer.interface.data_designer:DataDesigner._create_resource_provider", "a test", parameters=("self",)
+    )
+    problems = surface_problems((missing, changed))
+    assert problems[0] == "data_designer.engine.models.registry:ModelRegistry.gone is missing (used by a test)"
+    assert problems[1].startswith(
+        "data_designer.interface.data_designer:DataDesigner._create_resource_provider takes (self, dataset_name"
+    )
