@@ -116,6 +116,20 @@ PRIVATE_SURFACES: tuple[PrivateSurface, ...] = (
     ),
     PrivateSurface("data_designer.config.utils.misc:extract_keywords_from_jinja2_template", "estimate, column flow"),
     PrivateSurface("data_designer.config.utils.constants:DEFAULT_NUM_RECORDS", "seeds: num_records when none is set"),
+    # nothing written to Data Designer's home, no token statistics unless asked (dd_assets.dd_home, resource)
+    PrivateSurface("data_designer.config.utils.constants:MODEL_CONFIGS_FILE_PATH", "dd_home: reads the user's models"),
+    PrivateSurface(
+        "data_designer.config.utils.constants:MODEL_PROVIDERS_FILE_PATH", "dd_home: reads the user's providers"
+    ),
+    PrivateSurface(f"{_DD}:resolve_seed_default_model_settings", "dd_home.not_seeding_home: never writes the home"),
+    PrivateSurface("data_designer.config.utils.constants:MANAGED_ASSETS_PATH", "resource: the person reader's assets"),
+    PrivateSurface(
+        "data_designer.engine.resources.person_reader:LocalPersonReader", "resource: reads person data only when used"
+    ),
+    PrivateSurface(
+        "data_designer.engine.analysis.column_statistics:calculate_token_stats",
+        "resource: token statistics skipped when off (one INFO line instead of warnings)",
+    ),
     # the artifact layout (dd_assets.resumable_work, remote_checkpoint, progress)
     PrivateSurface(
         "artifacts: metadata.json (buffer_size, target_num_records, post_generation_processed, "

@@ -639,9 +639,11 @@ class StageRun:
         except DataDesignerEarlyShutdownError:
             self._model_usage = usage.as_dict()
             models = models_used(builder, self.resource)
+            report = guard.failure_report()  # what failed, which Data Designer leaves to the warnings
             raise self.fail(
                 f"Data Designer shut generation down early before any record was finished"
-                f"{f' ({models})' if models else ''}: {self._early_shutdown_cause()}"
+                f"{f' ({models})' if models else ''}: {f'{redact(report, secrets)}; ' if report else ''}"
+                f"{self._early_shutdown_cause()}"
             ) from None
         except Exception as exc:
             self._model_usage = usage.as_dict()

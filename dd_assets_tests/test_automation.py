@@ -238,7 +238,7 @@ def test_a_workflow_partitioned_in_two_ways_loads_without_a_job():
     assert "two_ways_job" not in {job.name for job in defs.resolve_all_job_defs()}
 
 
-def test_the_component_sets_automation_owners_and_tags_and_builds_the_job():
+def test_the_component_sets_automation_owners_and_tags_and_builds_the_job(monkeypatch):
     with create_defs_folder_sandbox() as sandbox:
         folder = sandbox.defs_folder_path / "comp"
         folder.mkdir()
@@ -274,6 +274,11 @@ def test_the_component_sets_automation_owners_and_tags_and_builds_the_job():
             "  workflow_file: workflow.yaml\n"
             "  automation: {on_cron: 'whenever'}\n"
         )
+        with sandbox.build_all_defs() as defs:  # the broken component shows as its load_errors asset
+            (error,) = [key for key in defs.resolve_all_asset_keys() if key.path[0] == "load_errors"]
+            description = defs.resolve_assets_def(error).specs_by_key[error].description
+            assert "field 'automation'" in description and "not a valid cron" in description
+        monkeypatch.setenv("DD_ASSETS_STRICT_LOAD", "1")  # as `dg check defs` loads: the error fails the location
         with pytest.raises(Exception) as caught:
             with sandbox.build_all_defs():
                 pass

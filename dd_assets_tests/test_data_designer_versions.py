@@ -57,9 +57,10 @@ def test_an_early_shutdown_with_no_record_names_the_cause_the_model_and_the_way_
     message = failure_message(result, "early", "write")
     assert (
         "workflow 'early', stage 'write': Data Designer shut generation down early before any record was finished "
-        f"(model alias 'test-model' (model 'test-model') on provider {TEST_PROVIDER!r}): at least 100% of the last 4"
-        in message
+        f"(model alias 'test-model' (model 'test-model') on provider {TEST_PROVIDER!r} at {llm.endpoint})" in message
     ), message
+    assert "model requests failed: HTTP 400" in message  # the provider's reason, not "the warnings above"
+    assert "at least 100% of the last 4" in message
     assert "disable_early_shutdown" in message and "🛑" not in message  # dd_assets' words, not a wrapped traceback
     assert io_manager.read_record("early", "write") is None
 
