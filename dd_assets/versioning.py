@@ -65,6 +65,7 @@ from data_designer.config.config_builder import DataDesignerConfigBuilder
 from data_designer.config.version import get_library_version
 
 from dd_assets.callable_identity import Unidentifiable, callable_identity, callables_in
+from dd_assets.seeds import local_seed_files
 from dd_assets.spec import Stage
 from dd_assets.stage_models import used_model_configs
 
@@ -246,11 +247,10 @@ def own_seed_fingerprint(builder: DataDesignerConfigBuilder) -> str | None:
         return None
     kind = getattr(source, "seed_type", type(source).__name__)
     if kind == "local":
-        pattern = Path(source.path)
-        files = sorted(pattern.parent.glob(pattern.name)) if "*" in pattern.name else [pattern]
+        files = local_seed_files(builder) or []
         missing = [str(f) for f in files if not f.is_file()]
         if missing or not files:
-            raise FileNotFoundError(", ".join(missing) or str(pattern))
+            raise FileNotFoundError(", ".join(missing) or str(source.path))
         return files_fingerprint(files)
     if kind == "df":
         return _dataframe_fingerprint(source.df)

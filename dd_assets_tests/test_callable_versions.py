@@ -62,15 +62,19 @@ def _custom_builder(generator) -> dd.DataDesignerConfigBuilder:
     return builder
 
 
-def _stage(generator, **fields) -> Stage:
-    workflow = Workflow(
+def _workflow(generator, records: int = 12, **fields) -> Workflow:
+    """``seed`` (``records`` sampler rows) -> ``derive`` (the custom column ``generator``, with ``fields``)."""
+    return Workflow(
         name="gen",
         stages=[
-            Stage(name="seed", config=sampler_builder(), num_records=12),
+            Stage(name="seed", config=sampler_builder(), num_records=records),
             Stage(name="derive", config=_custom_builder(generator), depends_on=["seed"], **fields),
         ],
     )
-    return workflow.stage("derive")
+
+
+def _stage(generator, **fields) -> Stage:
+    return _workflow(generator, **fields).stage("derive")
 
 
 def _work_key(stage: Stage) -> str:
@@ -217,19 +221,7 @@ def test_a_custom_column_edit_never_resumes_old_rows(tmp_path, io_manager, insta
     module = EditableModule(tmp_path)
 
     def workflow(generator) -> Workflow:
-        return Workflow(
-            name="gen",
-            stages=[
-                Stage(name="seed", config=sampler_builder(), num_records=12),
-                Stage(
-                    name="derive",
-                    config=_custom_builder(generator),
-                    depends_on=["seed"],
-                    on_success=failing,
-                    on_success_version="1",
-                ),
-            ],
-        )
+        return _workflow(generator, on_success=failing, on_success_version="1")
 
     failing = FailOnce()
     materialize(workflow(module.load().derive), io_manager, instance, raise_on_error=False)  # derive fails late
@@ -251,20 +243,7 @@ def test_an_unidentifiable_generator_never_resumes_and_says_why(tmp_path, io_man
             row["derived"] = row["n"]
         return row
 
-    failing = FailOnce()
-    workflow = Workflow(
-        name="gen",
-        stages=[
-            Stage(name="seed", config=sampler_builder(), num_records=6),
-            Stage(
-                name="derive",
-                config=_custom_builder(derive),
-                depends_on=["seed"],
-                on_success=failing,
-                on_success_version="1",
-            ),
-        ],
-    )
+    workflow = _workflow(derive, records=6, on_success=FailOnce(), on_success_version="1")
     materialize(workflow, io_manager, instance, raise_on_error=False)
     result = materialize(workflow, io_manager, instance, selection="gen/derive")
     assert metadata_of(result, ["gen", "derive"])["dd_assets/resumed"] is False
