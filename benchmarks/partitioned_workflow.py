@@ -67,7 +67,7 @@ def _executor():
     address = os.environ.get("BENCH_DASK_ADDRESS")
     if not address:
         return None
-    from dd_assets.dask_executor import dask_executor
+    from dd_assets.run.dask_executor import dask_executor
 
     return dask_executor.configured({"cluster": {"existing": {"address": address}}})
 

@@ -10,8 +10,8 @@ import pytest
 from dagster.components.testing import create_defs_folder_sandbox
 
 from dd_assets import Stage, Workflow, WorkflowDefinitionError, build_workflow_definitions
-from dd_assets.translator import DataDesignerStageTranslator
-from dd_assets.yaml_loader import workflow_from_mapping
+from dd_assets.assets.translator import DataDesignerStageTranslator
+from dd_assets.spec.yaml_loader import workflow_from_mapping
 from dd_assets_tests.helpers import expression_builder, materialize, sampler_builder
 
 RECIPES = Path(__file__).parent.parent / "docs" / "recipes.md"

@@ -17,8 +17,8 @@ import data_designer.config as dd
 import pytest
 
 from dd_assets import Stage, Workflow, versioned
-from dd_assets.callable_identity import Unidentifiable, callable_identity
-from dd_assets.versioning import generation_inputs, generation_work_key, stage_code_version
+from dd_assets.spec.callable_identity import Unidentifiable, callable_identity
+from dd_assets.spec.versioning import generation_inputs, generation_work_key, stage_code_version
 from dd_assets_tests.helpers import FailOnce, materialize, metadata_of, sampler_builder
 
 GENERATOR = """

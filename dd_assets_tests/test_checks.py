@@ -245,7 +245,7 @@ def test_judge_score_check_counts_a_labelled_option_by_its_place_in_the_option_l
 
 
 def test_judge_score_labels_mixed_with_numbers_are_left_out_of_the_mean():
-    from dd_assets.checks import _scores, label_values
+    from dd_assets.run.checks import _scores, label_values
 
     judge = dd.DataDesignerConfigBuilder(model_configs=[model_config()])
     judge.add_column(
@@ -347,7 +347,7 @@ def _column_files(tmp_path) -> list:
 
 @pytest.mark.parametrize("subset", ["all", "with_statistics", "without_statistics", "second_only"])
 def test_columns_present_from_parquet_statistics_equals_the_whole_table_computation(tmp_path, subset):
-    from dd_assets.checks import missing_and_all_null_columns
+    from dd_assets.run.checks import missing_and_all_null_columns
 
     files = _column_files(tmp_path)
     chosen = {
@@ -363,7 +363,7 @@ def test_columns_present_from_parquet_statistics_equals_the_whole_table_computat
 _MEMORY_PROBE = """
 import sys
 import pyarrow as pa, pyarrow.parquet as pq
-from dd_assets.checks import missing_and_all_null_columns
+from dd_assets.run.checks import missing_and_all_null_columns
 files = sys.argv[2:]
 before = pa.default_memory_pool().max_memory()
 result = missing_and_all_null_columns(files, ["big", "other"])

@@ -99,7 +99,7 @@ def test_a_materialization_adds_the_real_types_to_the_same_descriptions(io_manag
 
 def test_validation_and_the_planned_schema_follow_one_column_flow_for_a_config_processor_output():
     from dd_assets import Stage, Workflow, WorkflowDefinitionError
-    from dd_assets.column_schema import stage_column_schema
+    from dd_assets.spec.column_schema import stage_column_schema
     from dd_assets_tests.helpers import expression_builder, sampler_builder
 
     source = sampler_builder()
@@ -125,7 +125,7 @@ def test_validation_and_the_planned_schema_follow_one_column_flow_for_a_config_p
 
 
 def test_a_csv_seed_header_with_quoted_names_is_read_as_csv(tmp_path, io_manager, instance):
-    from dd_assets.column_flow import seed_file_columns as seed_file_columns_ordered
+    from dd_assets.spec.column_flow import seed_file_columns as seed_file_columns_ordered
 
     seed = tmp_path / "notes.csv"
     seed.write_text('"id","note, long"\n1,"a, b"\n2,c\n', encoding="utf-8")

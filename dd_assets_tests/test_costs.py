@@ -66,7 +66,7 @@ def test_a_failed_stage_carries_its_spend_and_the_run_total_counts_every_stage_a
     import dagster as dg
 
     from dd_assets import Stage
-    from dd_assets.costs import run_total_cost
+    from dd_assets.engine.costs import run_total_cost
     from dd_assets_tests.helpers import failure_message, llm_builder
 
     burn, tally = f"spend-burn-{execution}", f"spend-tally-{execution}"  # fresh aliases: each runs a health check

@@ -15,7 +15,7 @@ import pandas as pd
 from packaging.version import Version
 
 from dd_assets import DataDesignerResource, Stage, Workflow
-from dd_assets.data_designer_surface import installed_version
+from dd_assets.engine.data_designer_surface import installed_version
 from dd_assets_tests.conftest import TEST_PROVIDER
 from dd_assets_tests.helpers import failure_message, llm_builder, materialize, metadata_of
 

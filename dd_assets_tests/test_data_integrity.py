@@ -22,7 +22,7 @@ import pytest
 from data_designer.config.seed import IndexRange, PartitionBlock
 
 from dd_assets import DataDesignerStageTranslator, Stage, StageParquetIOManager, Workflow, build_workflow_definitions
-from dd_assets.io_manager import VERSION_METADATA_KEY
+from dd_assets.storage.io_manager import VERSION_METADATA_KEY
 from dd_assets_tests.cli_runs import kill_when, llm_env, materialize_cmd, run
 from dd_assets_tests.helpers import (
     FailOnce,
@@ -449,7 +449,7 @@ def test_an_edited_in_memory_dataframe_seed_is_never_resumed_into_old_rows(io_ma
 def test_a_seed_directory_is_fingerprinted_by_its_files():
     from data_designer.config.seed_source import DirectorySeedSource
 
-    from dd_assets.versioning import own_seed_fingerprint
+    from dd_assets.spec.versioning import own_seed_fingerprint
 
     def fingerprint(root) -> str:
         builder = expression_builder("x", "1")

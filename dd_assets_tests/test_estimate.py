@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dd_assets import Stage, Workflow
-from dd_assets.estimate import (
+from dd_assets.tools.estimate import (
     NUMBER_TOKENS,
     TEMPLATE_TOKENS_PER_MESSAGE,
     TEMPLATE_TOKENS_PER_REQUEST,

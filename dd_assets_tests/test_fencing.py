@@ -19,10 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from dd_assets import StageParquetIOManager, remote_checkpoint
-from dd_assets.io_manager import StageOutput, StageStorageError
-from dd_assets.object_store_lock import ObjectStoreLock, skew_margin
-from dd_assets.remote_checkpoint import ARTIFACTS, BATCHES, CHECKPOINTS_DIR, RemoteCheckpoint
-from dd_assets.stage_lock import StageBusyError, StageLockLostError
+from dd_assets.run.remote_checkpoint import ARTIFACTS, BATCHES, RemoteCheckpoint
+from dd_assets.storage.io_manager import StageOutput, StageStorageError
+from dd_assets.storage.layout import CHECKPOINTS_DIR
+from dd_assets.storage.object_store_lock import ObjectStoreLock, skew_margin
+from dd_assets.storage.stage_lock import StageBusyError, StageLockLostError
 from dd_assets_tests.helpers import failure_message, materialize, seeded_llm_workflow
 
 

@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 
 from dd_assets import WorkflowDefinitionError, build_workflow_definitions
-from dd_assets.load_errors import LOAD_ERROR_METADATA
-from dd_assets.yaml_loader import load_workflow_dir
+from dd_assets.assets.load_errors import LOAD_ERROR_METADATA
+from dd_assets.spec.yaml_loader import load_workflow_dir
 from dd_assets_tests.conftest import cli_environment
 
 BIN = Path(sys.executable).parent

@@ -9,7 +9,7 @@ import data_designer.config as dd
 import pytest
 
 from dd_assets import Stage, Workflow, WorkflowDefinitionError, build_workflow_definitions
-from dd_assets.spec import DEFAULT_MAX_NUM_RECORDS, MAX_NAME_LENGTH
+from dd_assets.spec.workflow import DEFAULT_MAX_NUM_RECORDS, MAX_NAME_LENGTH
 from dd_assets_tests.helpers import expression_builder, materialize, sampler_builder
 from dd_assets_tests.test_yaml import _load_error, _stage, _workflow_text
 
@@ -147,7 +147,7 @@ def test_an_expression_stage_is_not_mistaken_for_a_tool_stage():
 
 
 def test_yaml_merge_keys_and_their_overrides_still_load(tmp_path):
-    from dd_assets import strict_yaml
+    from dd_assets.spec import strict_yaml
 
     text = "defaults: &b {<<: {x: 1}, x: 2}\nother: {<<: *b, y: 3}\n"
     assert strict_yaml.safe_load(text) == {"defaults": {"x": 2}, "other": {"x": 2, "y": 3}}
@@ -169,7 +169,7 @@ def test_yaml_merge_keys_and_their_overrides_still_load(tmp_path):
     ],
 )
 def test_yaml_merge_keys_follow_the_merge_key_rule_not_the_pyyaml_release(text, expected):
-    from dd_assets import strict_yaml
+    from dd_assets.spec import strict_yaml
 
     assert strict_yaml.safe_load(text)["b"] == expected
 
@@ -177,7 +177,7 @@ def test_yaml_merge_keys_follow_the_merge_key_rule_not_the_pyyaml_release(text, 
 def test_yaml_merge_key_of_a_scalar_is_a_clear_yaml_error():
     import yaml
 
-    from dd_assets import strict_yaml
+    from dd_assets.spec import strict_yaml
 
     with pytest.raises(yaml.YAMLError, match="a merge key takes a mapping or a list of mappings"):
         strict_yaml.safe_load("b: {<<: 3}\n")

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dd_assets import Stage, StageDataset, Workflow, WorkflowDefinitionError, build_workflow_definitions
-from dd_assets.io_manager import StageStorageError
+from dd_assets.storage.io_manager import StageStorageError
 from dd_assets_tests.helpers import expression_builder, materialize, metadata_of, sampler_builder
 
 KEYS = ["0", "1", "2"]
@@ -315,7 +315,7 @@ def test_partition_keys_never_escape_their_folder_and_every_key_gets_its_own(io_
     assert [io_manager.read_stage("dots", "a", k).num_rows for k in keys] == [3, 3, 3]
     assert io_manager.read_stage("dots", "a").num_rows == 9
 
-    from dd_assets.io_manager import partition_dir_name
+    from dd_assets.storage.io_manager import partition_dir_name
 
     tricky = ["", ".", "..", ".hidden", "a/b", "a%2Fb", "%", "%2E", "~", "-x", "x" * 255, "x" * 256, "é" * 200]
     names = [partition_dir_name(k) for k in tricky]
@@ -343,7 +343,7 @@ def _repartitioned(partitions):
 
 def _export(tmp_path, io_manager, partitions, ref="rp/a", *extra):
     """``dd-assets export`` (in process) of a project defining ``_repartitioned(partitions)``; returns rows or exit."""
-    from dd_assets import cli
+    from dd_assets.tools import cli
 
     project = tmp_path / f"project_{partitions}.py"
     project.write_text(
@@ -382,7 +382,7 @@ def test_whole_stage_reads_see_only_the_partitions_of_the_current_definition(io_
 def test_a_stage_that_changes_between_unpartitioned_and_partitioned_never_serves_the_other_layout(
     io_manager, instance, tmp_path
 ):
-    from dd_assets import cli
+    from dd_assets.tools import cli
 
     assert materialize(_repartitioned(None), io_manager, instance, selection=["rp/a"]).success
     unpartitioned = set(io_manager.read_stage("rp", "a").to_pandas()["id"])

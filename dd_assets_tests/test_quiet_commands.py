@@ -140,7 +140,7 @@ def test_dagster_uri_is_absolute_when_base_dir_is_relative(tmp_path, instance, m
 def test_the_launchpad_shows_no_setup_hint_of_doc_qa_on_other_assets():
     from dagster._core.snap.snap_to_yaml import default_values_yaml_from_type_snap
 
-    from dd_assets.definitions import build_example_definitions
+    from dd_assets.examples.definitions import build_example_definitions
 
     job = build_example_definitions().resolve_implicit_global_asset_job_def()
     snapshot = job.get_job_snapshot().config_schema_snapshot

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from dd_assets import DataDesignerResource, Stage, Workflow, WorkflowDefinitionError, build_workflow_definitions
-from dd_assets.resource import ModelAliasConflictError, SharedRegistryDataDesigner
+from dd_assets.engine.resource import ModelAliasConflictError, SharedRegistryDataDesigner
 from dd_assets_tests.conftest import TEST_API_KEY_VALUE
 from dd_assets_tests.helpers import (
     expression_builder,
@@ -215,7 +215,7 @@ def test_default_provider_keys_are_redacted(monkeypatch):
 
 
 def test_the_installed_data_designer_passes_the_compatibility_guard_and_others_fail_it():
-    from dd_assets.resource import (
+    from dd_assets.engine.data_designer_surface import (
         EXPECTED_CREATE_RESOURCE_PROVIDER_PARAMETERS,
         REGISTRY_METHODS_USED,
         DataDesignerCompatibilityError,
@@ -248,7 +248,7 @@ def test_the_shared_registry_holds_only_the_models_stages_use(io_manager, instan
 def test_code_versions_do_not_depend_on_the_machines_data_designer_home(tmp_path):
     script = (
         "from dd_assets.examples.quickstart import quickstart_workflow\n"
-        "from dd_assets.translator import DataDesignerStageTranslator\n"
+        "from dd_assets.assets.translator import DataDesignerStageTranslator\n"
         "wf, t = quickstart_workflow(), DataDesignerStageTranslator()\n"
         "print({s.name: t.get_code_version(wf, s) for s in wf.stages})\n"
     )
@@ -336,7 +336,7 @@ def test_a_keyless_provider_and_null_config_values_load_and_materialize(io_manag
 
 
 def test_a_process_keeps_a_bounded_number_of_shared_data_designers():
-    from dd_assets import resource as resource_module
+    from dd_assets.engine import resource as resource_module
 
     first = DataDesignerResource(run_config={"buffer_size": 1001})
     kept = first.get_data_designer()
@@ -348,13 +348,13 @@ def test_a_process_keeps_a_bounded_number_of_shared_data_designers():
 
 
 def test_every_private_data_designer_surface_is_listed_beside_the_version_check_and_checked():
-    """One list (dd_assets.data_designer_surface) names every private part of Data Designer dd_assets uses: each
+    """One list (dd_assets.engine.data_designer_surface) names every private part of Data Designer dd_assets uses: each
     engine or config.utils import of the package is on it, the installed version has all of it, and a missing or
     changed part is named when dd_assets is imported."""
     import ast
 
     import dd_assets
-    from dd_assets.data_designer_surface import PRIVATE_SURFACES, PrivateSurface, surface_problems
+    from dd_assets.engine.data_designer_surface import PRIVATE_SURFACES, PrivateSurface, surface_problems
 
     assert surface_problems() == []  # the installed Data Designer (0.9 or 1.0) has every import-checked part
     names = [s.name for s in PRIVATE_SURFACES]

@@ -217,7 +217,7 @@ def test_an_aws_access_key_id_is_not_taken_for_a_variable_name():
     assert "must name an environment variable" in str(info.value) and "AKIAABCDEFGHIJKLMNOP" not in str(info.value)
 
 
-# --- literal credentials outside api_key: one scanner (dd_assets.secrets.literal_credentials) at every entry ---
+# --- literal credentials outside api_key: one scanner (dd_assets.spec.secrets.literal_credentials) at every entry ---
 
 
 @pytest.mark.parametrize(

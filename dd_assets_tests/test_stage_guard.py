@@ -7,7 +7,7 @@ import time
 import pytest
 from data_designer.engine.models.clients.errors import ProviderError, ProviderErrorKind
 
-from dd_assets.stage_guard import ModelCall, StageGuard
+from dd_assets.engine.stage_guard import ModelCall, StageGuard
 
 CALL = ModelCall(alias="writer", model="m-1", provider="p")
 

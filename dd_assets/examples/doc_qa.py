@@ -17,8 +17,8 @@ from pathlib import Path
 
 import data_designer.config as dd
 
-from dd_assets.secrets import ENV_VAR_NAME
-from dd_assets.spec import Stage, Workflow
+from dd_assets.spec.secrets import ENV_VAR_NAME
+from dd_assets.spec.workflow import Stage, Workflow
 
 PROVIDER_NAME = "doc_qa_llm"
 API_KEY_VARIABLE = "DD_ASSETS_LLM_API_KEY"

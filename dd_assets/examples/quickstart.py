@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import data_designer.config as dd
 
-from dd_assets.spec import Stage, Workflow
+from dd_assets.spec.workflow import Stage, Workflow
 
 NUM_CUSTOMERS = 300
 
