@@ -35,7 +35,8 @@ os.environ.setdefault("DATA_DESIGNER_HOME", tempfile.mkdtemp(prefix="dd_home_"))
 import dagster as dg  # noqa: E402
 
 from dd_assets import DataDesignerResource, StageParquetIOManager, Workflow  # noqa: E402
-from dd_assets.engine.stage_guard import ModelCall, StageGuard  # noqa: E402
+from dd_assets.engine.guard_hooks import ModelCall  # noqa: E402
+from dd_assets.engine.stage_guard import StageGuard  # noqa: E402
 from dd_assets_tests.conftest import TEST_API_KEY_ENV, TEST_PROVIDER  # noqa: E402
 from dd_assets_tests.helpers import failure_message, finished_batches, materialize, seeded_llm_workflow  # noqa: E402
 from dd_assets_tests.llm_server import HEALTH_CHECK_PROMPT, FakeLLMServer, after_n_answers  # noqa: E402

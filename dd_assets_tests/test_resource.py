@@ -12,7 +12,8 @@ import dagster as dg
 import pytest
 
 from dd_assets import DataDesignerResource, Stage, Workflow, WorkflowDefinitionError, build_workflow_definitions
-from dd_assets.engine.resource import ModelAliasConflictError, SharedRegistryDataDesigner
+from dd_assets.engine.shared_data_designer import SharedRegistryDataDesigner
+from dd_assets.engine.shared_registry import ModelAliasConflictError
 from dd_assets_tests.conftest import TEST_API_KEY_VALUE
 from dd_assets_tests.helpers import (
     expression_builder,

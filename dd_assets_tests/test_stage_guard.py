@@ -7,7 +7,8 @@ import time
 import pytest
 from data_designer.engine.models.clients.errors import ProviderError, ProviderErrorKind
 
-from dd_assets.engine.stage_guard import ModelCall, StageGuard
+from dd_assets.engine.guard_hooks import ModelCall
+from dd_assets.engine.stage_guard import StageGuard
 
 CALL = ModelCall(alias="writer", model="m-1", provider="p")
 

@@ -225,8 +225,8 @@ def check_data_designer_compatibility() -> None:
     problems = [p for p in [version_problem(installed_version())] if p] + surface_problems()
     if problems:
         raise DataDesignerCompatibilityError(
-            "dd_assets relies on private parts of Data Designer (listed in dd_assets.engine.data_designer_surface), which "
-            "this install does not match: "
+            "dd_assets relies on private parts of Data Designer (listed in dd_assets.engine.data_designer_surface), "
+            "which this install does not match: "
             + "; ".join(problems)
             + f". Install a supported version: pip install 'data-designer{SUPPORTED_DATA_DESIGNER}'"
         )

@@ -40,7 +40,7 @@ from pathlib import Path
 from upath import UPath
 
 from dd_assets.engine import artifact_layout
-from dd_assets.engine.stage_guard import SPENT_FILE, read_tokens_spent, write_tokens_spent
+from dd_assets.engine.tokens_spent import SPENT_FILE, read_tokens_spent, write_tokens_spent
 from dd_assets.storage.layout import remove_checkpoints
 
 logger = logging.getLogger(__name__)

@@ -37,7 +37,8 @@ from dd_assets.engine.data_designer_surface import creation_outcome
 from dd_assets.engine.log_bridge import data_designer_logs_to_dagster
 from dd_assets.engine.resource import DataDesignerResource
 from dd_assets.engine.stage_context import StageContext, running_stage
-from dd_assets.engine.stage_guard import StageGuard, read_tokens_spent, write_tokens_spent
+from dd_assets.engine.stage_guard import StageGuard
+from dd_assets.engine.tokens_spent import read_tokens_spent, write_tokens_spent
 from dd_assets.run import resumable_work
 from dd_assets.run.checks import safe_check_results
 from dd_assets.run.metadata import compact_column_statistics, stage_metadata
