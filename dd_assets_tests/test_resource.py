@@ -350,8 +350,8 @@ def test_a_process_keeps_a_bounded_number_of_shared_data_designers():
 
 def test_every_private_data_designer_surface_is_listed_beside_the_version_check_and_checked():
     """One list (dd_assets.engine.data_designer_surface) names every private part of Data Designer dd_assets uses: each
-    engine or config.utils import of the package is on it, the installed version has all of it, and a missing or
-    changed part is named when dd_assets is imported."""
+    engine, config.utils or default-settings import of any module of the package is on it, the installed version has
+    all of it, and a missing or changed part is named when dd_assets is imported."""
     import ast
 
     import dd_assets
@@ -360,19 +360,21 @@ def test_every_private_data_designer_surface_is_listed_beside_the_version_check_
     assert surface_problems() == []  # the installed Data Designer (0.9 or 1.0) has every import-checked part
     names = [s.name for s in PRIVATE_SURFACES]
     unlisted = []
-    for path in sorted(Path(dd_assets.__file__).parent.glob("*.py")):
+    private = ("data_designer.engine", "data_designer.config.utils", "data_designer.config.default_model_settings")
+    package = Path(dd_assets.__file__).parent
+    for path in sorted(package.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.ImportFrom) or not node.module:
                 continue
-            if not node.module.startswith(("data_designer.engine", "data_designer.config.utils")):
-                continue
             for alias in node.names:
+                if not f"{node.module}.{alias.name}".startswith(private):
+                    continue
                 listed = any(
                     n.startswith((f"{node.module}:{alias.name}", f"{node.module}.{alias.name}:")) for n in names
                 )
                 if not listed:
-                    unlisted.append(f"{path.name}: from {node.module} import {alias.name}")
-    assert unlisted == [], "private Data Designer imports missing from PRIVATE_SURFACES"
+                    unlisted.append(f"{path.relative_to(package)}: from {node.module} import {alias.name}")
+    assert unlisted == [], f"private Data Designer imports missing from PRIVATE_SURFACES: {unlisted}"
 
     missing = PrivateSurface("data_designer.engine.models.registry:ModelRegistry.gone", "a test")
     changed = PrivateSurface(
@@ -383,3 +385,24 @@ def test_every_private_data_designer_surface_is_listed_beside_the_version_check_
     assert problems[1].startswith(
         "data_designer.interface.data_designer:DataDesigner._create_resource_provider takes (self, dataset_name"
     )
+
+
+def test_the_data_designer_attributes_dd_assets_replaces_are_marked_in_the_list():
+    """The module attributes dd_assets sets to its own switches, process-wide, are exactly those marked replaced."""
+    from dd_assets.engine.data_designer_surface import PRIVATE_SURFACES, lookup
+    from dd_assets.engine.dd_home import install_home_seeding_switch
+    from dd_assets.engine.token_statistics import install_token_statistics_switch
+
+    install_home_seeding_switch()
+    install_token_statistics_switch()
+    ours = {
+        s.name
+        for s in PRIVATE_SURFACES
+        if s.at_import and (getattr(lookup(s.name), "__module__", None) or "").startswith("dd_assets")
+    }
+    assert ours == {s.name for s in PRIVATE_SURFACES if s.replaced}
+    assert ours == {
+        "data_designer.interface.data_designer:resolve_seed_default_model_settings",
+        "data_designer.engine.analysis.utils.column_statistics_calculations:count_text_tokens",
+        "data_designer.engine.analysis.column_statistics:calculate_token_stats",
+    }

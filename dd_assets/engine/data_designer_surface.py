@@ -3,10 +3,16 @@
 dd_assets supports two lines of Data Designer: 0.9.7 and later 0.9 releases (0.9.7 carries a fork-safety fix for
 its engine loop), and 1.0 (its release candidates included). Public API (``data_designer.config``, the
 ``DataDesigner`` interface, its results and errors) is used as documented. :data:`PRIVATE_SURFACES` lists what is
-not public: the engine classes dd_assets overrides or wraps, instance attributes it reaches into, the artifact files
-it reads and the one message it matches. The ones that can be looked up without running anything are checked when
-dd_assets is imported (:func:`check_data_designer_compatibility`); the others are checked where they are used and
-fail with :class:`DataDesignerCompatibilityError` naming what is missing.
+not public: the engine classes dd_assets overrides or wraps, instance attributes it reaches into, the module
+attributes it replaces, the artifact files it reads and the one message it matches. The ones that can be looked up
+without running anything are checked when dd_assets is imported (:func:`check_data_designer_compatibility`); the
+others are checked where they are used and fail with :class:`DataDesignerCompatibilityError` naming what is missing.
+
+Process-wide, dd_assets replaces three module attributes of Data Designer (each marked ``replaced``), once and for
+good: the home seeding ``DataDesigner.__init__`` calls (:mod:`dd_assets.engine.dd_home`) and the profiler's two token
+counting functions (:mod:`dd_assets.engine.token_statistics`). Each replacement is a switch read from a context
+variable, so outside dd_assets' own calls Data Designer behaves as before, and stages running at once each keep
+their own setting.
 
 Where Data Designer 1.0 reports an outcome publicly (:func:`creation_outcome`), dd_assets reads it; on 0.9 it
 derives the same from the files, as before.
@@ -38,99 +44,135 @@ class PrivateSurface:
     ``name`` is ``module:qualified.name`` for code, or a description for a file or a message. ``parameters``,
     when set, is the exact signature dd_assets overrides. ``at_import`` says whether it is checked when dd_assets
     is imported (code that can be looked up) or where it is used (instance attributes, files, messages).
+    ``replaced`` marks a module attribute dd_assets sets to its own function for the whole process.
     """
 
     name: str
     used_by: str
     parameters: tuple[str, ...] | None = None
     at_import: bool = True
+    replaced: bool = False
 
 
 _DD = "data_designer.interface.data_designer"
 _REGISTRY = "data_designer.engine.models.registry:ModelRegistry"
 _ERRORS = "data_designer.engine.models.clients.errors"
+_SETTINGS = "data_designer.config.default_model_settings"
 
 PRIVATE_SURFACES: tuple[PrivateSurface, ...] = (
-    # one model registry per process (dd_assets.engine.resource)
+    # one DataDesigner and one model registry per process (dd_assets.engine.shared_data_designer, shared_registry)
     PrivateSurface(
         f"{_DD}:DataDesigner._create_resource_provider",
-        "resource.SharedRegistryDataDesigner: swaps in the process-wide registry",
+        "shared_data_designer.SharedRegistryDataDesigner: swaps in the process-wide registry",
         parameters=("self", "dataset_name", "config_builder", "resume", "artifact_path", "client_concurrency_mode"),
     ),
     *(
-        PrivateSurface(f"{_REGISTRY}.{method}", "resource.SharedModelRegistry: subclassed and shared")
+        PrivateSurface(f"{_REGISTRY}.{method}", "shared_registry.SharedModelRegistry: subclassed and shared")
         for method in ("register_model_configs", "run_health_check", "arun_health_check", "get_model")
     ),
-    PrivateSurface(f"{_REGISTRY}._set_model_configs", "resource.SharedModelRegistry: registers models"),
+    PrivateSurface(f"{_REGISTRY}._set_model_configs", "shared_registry.SharedModelRegistry: registers models"),
     PrivateSurface(
-        "ModelRegistry()._model_configs, ._models (dicts)", "resource.SharedModelRegistry.adopt", at_import=False
+        "ModelRegistry()._model_configs, ._models (dicts)", "shared_registry.SharedModelRegistry.adopt", at_import=False
     ),
     PrivateSurface(
         "data_designer.engine.resources.resource_provider:ResourceProvider",
-        "resource: model_registry and scheduler_event_sink are replaced on each create()",
+        "shared_data_designer: model_registry and scheduler_event_sink are replaced on each create()",
     ),
     PrivateSurface(
         "data_designer.engine.observability:fanout_scheduler_event_sinks",
-        "resource: adds the stage guard's scheduler sink",
+        "shared_data_designer: adds the stage guard's scheduler sink",
     ),
     PrivateSurface(
         "data_designer.engine.models.clients.adapters.http_model_client:ClientConcurrencyMode.ASYNC",
-        "resource: the shared registry serves async clients only",
+        "shared_data_designer: the shared registry serves async clients only",
     ),
     PrivateSurface(
         "data_designer.engine.models.usage:ModelUsageStats.extend",
-        "resource.StageRoutedUsageStats: usage per stage; stage_context: the stage's meter",
+        "shared_registry.StageRoutedUsageStats: usage per stage; stage_context: the stage's meter",
     ),
     *(
         PrivateSurface(f"data_designer.engine.models.usage:{name}", "stage_context: a stage's token meter")
         for name in ("RequestUsageStats", "TokenUsageStats")
     ),
-    PrivateSurface("ModelFacade()._usage_stats", "resource.SharedModelRegistry.get_model", at_import=False),
+    PrivateSurface("ModelFacade()._usage_stats", "shared_registry.SharedModelRegistry.get_model", at_import=False),
     PrivateSurface(
         "ModelFacade()._client (a ModelRequestExecutor) and its ._inner",
-        "resource.guard_requests: the stage guard wraps the HTTP adapter",
+        "shared_registry.guard_requests: the stage guard wraps the HTTP adapter",
         at_import=False,
     ),
     PrivateSurface(
-        "data_designer.engine.models.clients.model_request_executor:ModelRequestExecutor", "resource.guard_requests"
+        "data_designer.engine.models.clients.model_request_executor:ModelRequestExecutor",
+        "shared_registry.guard_requests",
     ),
+    # token statistics only when asked (dd_assets.engine.token_statistics)
     PrivateSurface(
         "data_designer.engine.analysis.utils.column_statistics_calculations:count_text_tokens",
-        "resource.install_token_statistics_switch: replaced to keep the profiler offline",
-    ),
-    PrivateSurface("data_designer.engine.utils.token_counting:count_text_tokens", "resource: token statistics when on"),
-    # stall deadline and token budget (dd_assets.engine.stage_guard)
-    PrivateSurface("data_designer.engine.models.clients.base:ModelClient", "stage_guard.GuardedModelClient"),
-    PrivateSurface("data_designer.engine.context:current_run_cancel_event", "stage_guard: stops a scheduler run"),
-    *(
-        PrivateSurface(f"{_ERRORS}:ProviderErrorKind.{kind}", "stage_guard: which failures are waiting")
-        for kind in ("RATE_LIMIT", "REQUEST_ADMISSION_TIMEOUT", "API_CONNECTION", "TIMEOUT")
-    ),
-    PrivateSurface(f"{_ERRORS}:ProviderError", "stage_guard.RefusedByGuard"),
-    PrivateSurface(f"{_ERRORS}:SyncClientUnavailableError", "stage_guard: a sync attempt that is not a request"),
-    PrivateSurface("scheduler event 'scheduler_job_started'", "stage_guard.SchedulerStartSink", at_import=False),
-    # the estimate (dd_assets.tools.estimate)
-    PrivateSurface(
-        "data_designer.engine.column_generators.utils.prompt_renderer:create_response_recipe",
-        "estimate: the schema and instructions Data Designer adds to a prompt",
-    ),
-    PrivateSurface("data_designer.config.utils.misc:extract_keywords_from_jinja2_template", "estimate, column flow"),
-    PrivateSurface("data_designer.config.utils.constants:DEFAULT_NUM_RECORDS", "seeds: num_records when none is set"),
-    # nothing written to Data Designer's home, no token statistics unless asked (dd_assets.engine.dd_home, resource)
-    PrivateSurface("data_designer.config.utils.constants:MODEL_CONFIGS_FILE_PATH", "dd_home: reads the user's models"),
-    PrivateSurface(
-        "data_designer.config.utils.constants:MODEL_PROVIDERS_FILE_PATH", "dd_home: reads the user's providers"
-    ),
-    PrivateSurface(f"{_DD}:resolve_seed_default_model_settings", "dd_home.not_seeding_home: never writes the home"),
-    PrivateSurface("data_designer.config.utils.constants:MANAGED_ASSETS_PATH", "resource: the person reader's assets"),
-    PrivateSurface(
-        "data_designer.engine.resources.person_reader:LocalPersonReader", "resource: reads person data only when used"
+        "token_statistics.install_token_statistics_switch: replaced to keep the profiler offline",
+        replaced=True,
     ),
     PrivateSurface(
         "data_designer.engine.analysis.column_statistics:calculate_token_stats",
-        "resource: token statistics skipped when off (one INFO line instead of warnings)",
+        "token_statistics.install_token_statistics_switch: replaced, skipped when off (one INFO line, no warnings)",
+        replaced=True,
     ),
-    # the artifact layout (dd_assets.run.resumable_work, remote_checkpoint, progress)
+    PrivateSurface(
+        "data_designer.engine.analysis.utils.column_statistics_calculations:calculate_token_stats",
+        "token_statistics: the statistics when on",
+    ),
+    PrivateSurface("data_designer.engine.utils.token_counting:count_text_tokens", "token_statistics: counts when on"),
+    # stall deadline and token budget (dd_assets.engine.stage_guard, guard_hooks, request_failures)
+    PrivateSurface("data_designer.engine.models.clients.base:ModelClient", "guard_hooks.GuardedModelClient"),
+    PrivateSurface("data_designer.engine.context:current_run_cancel_event", "stage_guard: stops a scheduler run"),
+    *(
+        PrivateSurface(f"{_ERRORS}:ProviderErrorKind.{kind}", "request_failures: which failures are waiting")
+        for kind in ("RATE_LIMIT", "REQUEST_ADMISSION_TIMEOUT", "API_CONNECTION", "TIMEOUT")
+    ),
+    PrivateSurface(f"{_ERRORS}:ProviderError", "guard_hooks.RefusedByGuard, request_failures"),
+    PrivateSurface(f"{_ERRORS}:SyncClientUnavailableError", "guard_hooks: a sync attempt that is not a request"),
+    PrivateSurface("scheduler event 'scheduler_job_started'", "guard_hooks.SchedulerStartSink", at_import=False),
+    # the estimate (dd_assets.engine.prompt_rendering, for dd_assets.tools.estimate)
+    PrivateSurface(
+        "data_designer.engine.column_generators.utils.prompt_renderer:create_response_recipe",
+        "prompt_rendering.response_recipe: the schema and instructions Data Designer adds to a prompt",
+    ),
+    PrivateSurface(
+        "data_designer.config.utils.misc:extract_keywords_from_jinja2_template",
+        "prompt_rendering.template_variables: the values a prompt inserts",
+    ),
+    PrivateSurface(
+        "data_designer.config.utils.constants:DEFAULT_NUM_RECORDS", "spec.seed_files: num_records when none is set"
+    ),
+    # nothing written to Data Designer's home (dd_assets.engine.dd_home, spec.default_models, shared_data_designer)
+    PrivateSurface(
+        "data_designer.config.utils.constants:MODEL_CONFIGS_FILE_PATH", "spec.default_models: reads the user's models"
+    ),
+    PrivateSurface(
+        "data_designer.config.utils.constants:MODEL_PROVIDERS_FILE_PATH",
+        "spec.default_models: reads the user's providers",
+    ),
+    *(
+        PrivateSurface(f"{_SETTINGS}:{name}", "spec.default_models: Data Designer's default models and providers")
+        for name in (
+            "get_default_model_configs",
+            "get_builtin_model_configs",
+            "get_default_providers",
+            "get_builtin_model_providers",
+        )
+    ),
+    PrivateSurface(f"{_SETTINGS}:resolve_seed_default_model_settings", "dd_home: seeds the home outside dd_assets"),
+    PrivateSurface(
+        f"{_DD}:resolve_seed_default_model_settings",
+        "dd_home.install_home_seeding_switch: replaced, never writes the home within not_seeding_home",
+        replaced=True,
+    ),
+    PrivateSurface(
+        "data_designer.config.utils.constants:MANAGED_ASSETS_PATH", "shared_data_designer: the person reader's assets"
+    ),
+    PrivateSurface(
+        "data_designer.engine.resources.person_reader:LocalPersonReader",
+        "shared_data_designer: reads person data only when used",
+    ),
+    # the artifact layout (dd_assets.engine.artifact_layout, for run.resumable_work, remote_checkpoint, progress)
     PrivateSurface(
         "artifacts: metadata.json (buffer_size, target_num_records, post_generation_processed, "
         "post_generation_state; without config_hash, resume skips its path-bound config check), "
@@ -140,7 +182,7 @@ PRIVATE_SURFACES: tuple[PrivateSurface, ...] = (
     ),
     PrivateSurface(
         "the message 'Cannot resume' of a refused ResumeMode.ALWAYS",
-        "stage_runner: starts refused work afresh (no Data Designer version raises a distinct error for it)",
+        "run.stage_run: starts refused work afresh (no Data Designer version raises a distinct error for it)",
         at_import=False,
     ),
 )

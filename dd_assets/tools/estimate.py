@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data_designer.config.run_config import RunConfig
-from data_designer.config.utils.misc import extract_keywords_from_jinja2_template
-from data_designer.engine.column_generators.utils.prompt_renderer import create_response_recipe
 
 from dd_assets.engine.costs import price_for
+from dd_assets.engine.prompt_rendering import response_recipe, template_variables
 from dd_assets.spec.seed_files import resolve_num_records
 from dd_assets.spec.workflow import Stage, Workflow
 
@@ -176,7 +175,7 @@ def _column_high(workflow: Workflow, stage: Stage, column, model, run_config: Ru
         return None, f"model alias {column.model_alias!r} sets no max_tokens"
     if getattr(column, "tool_alias", None):
         return None, "tool calls add turns of unknown size"
-    recipe = create_response_recipe(column, model)  # Data Designer's own: the schema and instructions it adds
+    recipe = response_recipe(column, model)  # Data Designer's own: the schema and instructions it adds
     user, user_values = _template_bound(workflow, stage, str(column.prompt or ""))
     system, system_values = _template_bound(workflow, stage, str(getattr(column, "system_prompt", None) or ""))
     for text, values in ((user, user_values), (system, system_values)):
@@ -208,7 +207,7 @@ def _template_bound(workflow: Workflow, stage: Stage, template: str) -> tuple[st
     fixed = re.sub(r"\{\{.*?\}\}", "", template, flags=re.S)
     values = 0
     for expression in re.findall(r"\{\{(.*?)\}\}", template, flags=re.S):
-        for name in sorted(extract_keywords_from_jinja2_template("{{" + expression + "}}")):
+        for name in sorted(template_variables("{{" + expression + "}}")):
             bound = _value_tokens(workflow, stage, name, set())
             if bound is None:
                 return f"the prompt inserts {name!r}, whose size is not known before a run", None
