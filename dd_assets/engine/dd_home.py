@@ -27,7 +27,9 @@ def install_home_seeding_switch() -> None:
     """Route ``DataDesigner.__init__``'s home seeding through :func:`not_seeding_home` (idempotent).
 
     Private surface: ``data_designer.interface.data_designer.resolve_seed_default_model_settings``, the name
-    ``DataDesigner.__init__`` calls. Outside :func:`not_seeding_home` the call seeds the home as before.
+    ``DataDesigner.__init__`` calls, replaced for the whole process (marked so in
+    :data:`dd_assets.engine.data_designer_surface.PRIVATE_SURFACES`). Outside :func:`not_seeding_home` the call seeds
+    the home as before.
     """
     from data_designer.interface import data_designer as interface
 

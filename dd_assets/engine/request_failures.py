@@ -6,11 +6,11 @@ from data_designer.engine.models.clients.errors import ProviderError, ProviderEr
 
 from dd_assets.engine.guard_hooks import ModelCall, RefusedByGuard
 
-STILL_WAITING = {ProviderErrorKind.RATE_LIMIT, ProviderErrorKind.REQUEST_ADMISSION_TIMEOUT}
+STILL_WAITING = frozenset({ProviderErrorKind.RATE_LIMIT, ProviderErrorKind.REQUEST_ADMISSION_TIMEOUT})
 """Failures Data Designer retries without end (its "preserved retryable" errors): the cell still waits for an answer,
 so they keep the stall clock running between attempts. After a failure the provider answered (a 5xx, a 400) the
 clock runs only while requests are in flight (Data Designer retries those a few times, then drops the record)."""
-NOTHING_ANSWERED = {ProviderErrorKind.API_CONNECTION, ProviderErrorKind.TIMEOUT}
+NOTHING_ANSWERED = frozenset({ProviderErrorKind.API_CONNECTION, ProviderErrorKind.TIMEOUT})
 """Failures without an HTTP status: the provider answered nothing (refused or dropped connections, no answer in
 time). A provider that died makes Data Designer defer such rows to salvage rounds and retry them; the clock keeps
 running through them, so a dead provider fails the stage at its deadline as a stall."""

@@ -27,7 +27,8 @@ def install_token_statistics_switch() -> None:
     """Route Data Designer's tiktoken-based token statistics through a per-call switch (idempotent).
 
     Data Designer's profiler counts prompt and output tokens with tiktoken's ``cl100k_base``, which downloads its
-    vocabulary from the internet on first use. The module function is replaced once; whether it counts is decided
+    vocabulary from the internet on first use. The two module functions are replaced once, for the whole process
+    (marked so in :data:`dd_assets.engine.data_designer_surface.PRIVATE_SURFACES`); whether it counts is decided
     per ``create()`` / ``preview()`` by the setting of the resource whose DataDesigner runs it (a context variable,
     so two resources, and stages running at once in threads, each keep their own). Off, the profiler records those
     statistics as not calculated instead of reaching the network.
