@@ -156,7 +156,7 @@ class RemoteCheckpoint:
             self._copy(batch)
 
     def sync(self) -> int:
-        """Copy every finished batch in the folder not copied yet, then ``metadata.json`` if it changed."""
+        """Copy every finished batch in the folder not copied yet, then ``metadata.json`` and the tokens spent."""
         return self._copy(*sorted((self._local / BATCHES).glob("batch_*.parquet")))
 
     def _copy(self, *batches: Path) -> int:
