@@ -14,7 +14,7 @@ from dd_assets.assets.component import DataDesignerWorkflowComponent  # noqa: E4
 from dd_assets.assets.translator import DataDesignerStageTranslator  # noqa: E402
 from dd_assets.assets.workflow_definitions import build_workflow_definitions  # noqa: E402
 from dd_assets.engine.resource import DataDesignerResource  # noqa: E402
-from dd_assets.run.stage_run import StageRunConfig  # noqa: E402
+from dd_assets.run.stage_scope import StageRunConfig  # noqa: E402
 from dd_assets.spec.callable_identity import versioned  # noqa: E402
 from dd_assets.spec.workflow import Stage, Workflow, WorkflowDefinitionError  # noqa: E402
 from dd_assets.storage.dataset import StageDataset  # noqa: E402

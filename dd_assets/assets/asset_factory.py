@@ -6,7 +6,8 @@ import dagster as dg
 
 from dd_assets.assets.translator import IO_MANAGER_KEY, RESOURCE_KEY, DataDesignerStageTranslator
 from dd_assets.run.concurrent_runner import ConcurrentWorkflowRun, StagePlan, WorkflowRunConfig
-from dd_assets.run.stage_run import StageRun, StageRunConfig
+from dd_assets.run.stage_run import StageRun
+from dd_assets.run.stage_scope import StageRunConfig
 from dd_assets.spec.workflow import Stage, Workflow, WorkflowDefinitionError, stage_op_name
 
 

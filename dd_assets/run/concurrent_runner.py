@@ -23,7 +23,9 @@ import dagster as dg
 
 from dd_assets.engine.resource import DataDesignerResource
 from dd_assets.engine.stage_guard import DRAIN_GRACE_S
-from dd_assets.run.stage_run import StageFailure, StageRun, StageRunConfig
+from dd_assets.run.stage_cost import spend_of_failure
+from dd_assets.run.stage_run import StageRun
+from dd_assets.run.stage_scope import StageFailure, StageRunConfig
 from dd_assets.spec.secrets import redact
 from dd_assets.spec.workflow import Stage, Workflow
 from dd_assets.storage.dagster_agreement import reconcile_if_idle
@@ -124,7 +126,7 @@ class ConcurrentWorkflowRun:
                     run.close()
                     failed[name] = error
                     self.context.log.error(f"{self.where}, stage {name!r} failed: {error}")
-                    spend[name], observation = run.spend_of_failure()
+                    spend[name], observation = spend_of_failure(run)
                     if observation is not None:
                         yield observation
                     continue

@@ -1,13 +1,18 @@
 """Progress of a running stage, as structured events in the run's event log.
 
-While Data Designer generates, a background thread reports every ``progress_every_s`` seconds (a
-``DataDesignerResource`` setting, 5 s by default): batches and records done of the total, model requests
-succeeded and failed, records per second and the estimated time left. Each report is an engine event with that
-metadata, written straight to the event log (so it shows while the step runs, not when it ends), and a log line.
-The final figures go into the materialization metadata (:meth:`StageProgress.final_metadata`).
+Data Designer calls ``create(..., on_batch_complete=...)`` with each batch file it has just finished
+(:meth:`StageProgress.batch_completed`): the stage reports then, with the batch counted. Between batches it reports
+every ``progress_every_s`` seconds (a ``DataDesignerResource`` setting, 5 s by default; ``0`` turns reports off), as
+the hook cannot: requests and time left move while a batch is generating, and one batch may take most of a run
+(Data Designer's default ``buffer_size`` is 1000 records). A report holds batches and records done of the total,
+model requests succeeded and failed, records per second and the estimated time left; it is an engine event with
+that metadata, written straight to the event log (so it shows while the step runs, not when it ends), and a log
+line. The final figures go into the materialization metadata (:meth:`StageProgress.final_metadata`).
 
-Records are counted from the finished batch files in the work directory (parquet footers), requests from the
-stage's own usage meter, so both stay exact while stages run side by side.
+Records are counted from the parquet footers of the batches the hook names (and, at the start and the end, of the
+batch files in the work directory: those an earlier run finished, and what a restart from scratch left), requests
+from the stage's own usage meter, so both stay exact while stages run side by side. The hook runs on Data
+Designer's generation path, so it only notes the batch: a reporting thread reads it and writes the event.
 """
 
 from __future__ import annotations
@@ -52,43 +57,68 @@ class StageProgress:
         self.every_s = every_s
         self.started = time.monotonic()
         self._stop = threading.Event()
+        self._batch_done = threading.Event()  # set by batch_completed(), and by stop() to end the thread
         self._thread: threading.Thread | None = None
-        self._rows: dict[str, int] = {}
-        self._resumed_rows: int | None = None
-        self.reports = 0
+        self._lock = threading.Lock()  # guards _finished (Data Designer's thread adds, the reporter takes)
+        self._finished: list[Path] = []  # batches the hook named, not counted yet
+        self._rows: dict[str, int] = {}  # batch file name -> records
+        self._resumed_rows = 0
 
     def start(self) -> None:
-        """Report every ``every_s`` seconds until :meth:`stop` (no thread when ``every_s <= 0``)."""
+        """Report on each finished batch and every ``every_s`` seconds until :meth:`stop` (none at ``every_s <= 0``)."""
         self.started = time.monotonic()
-        self._resumed_rows = self._records_done()[1]  # finished before this run: not part of its rate
+        self._count_folder()
+        self._resumed_rows = sum(self._rows.values())  # finished before this run: not part of its rate
         if self.every_s > 0:
             self._thread = threading.Thread(target=self._loop, name="dd-assets-progress", daemon=True)
             self._thread.start()
 
+    def batch_completed(self, path: Path | str) -> None:
+        """Data Designer's ``on_batch_complete``: note the finished batch and wake the reporting thread."""
+        with self._lock:
+            self._finished.append(Path(path))
+        self._batch_done.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._batch_done.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
+        while True:
+            self._batch_done.wait(self.every_s)  # a batch finished, or every_s passed without one
+            if self._stop.is_set():
+                return
+            self._batch_done.clear()
             try:
                 figures = self.figures()
                 self.report(self.describe(figures), figures)
-                self.reports += 1
             except Exception as exc:  # noqa: BLE001 - progress must never break the run
                 logger.warning("%s: progress report failed: %s: %s", self.where, type(exc).__name__, exc)
 
     def _records_done(self) -> tuple[int, int]:
-        folder = self.work_dir / BATCHES
-        for path in folder.glob("batch_*.parquet") if folder.is_dir() else []:
-            if path.name not in self._rows:
-                try:
-                    self._rows[path.name] = pq.read_metadata(path).num_rows
-                except Exception:  # noqa: BLE001 - being moved into place: count it next time
-                    continue
+        with self._lock:
+            finished, self._finished = self._finished, []
+        for path in finished:
+            try:
+                self._rows[path.name] = pq.read_metadata(path).num_rows
+            except Exception:  # noqa: BLE001 - gone already (a stopped run's short batch): the folder count decides
+                continue
         return len(self._rows), sum(self._rows.values())
+
+    def _count_folder(self) -> None:
+        """Count the batch files in the work directory: those the hook did not name, and none that are gone."""
+        folder = self.work_dir / BATCHES
+        on_disk = {path.name: path for path in folder.glob("batch_*.parquet")} if folder.is_dir() else {}
+        self._rows = {name: rows for name, rows in self._rows.items() if name in on_disk}
+        for name, path in on_disk.items():
+            if name not in self._rows:
+                try:
+                    self._rows[name] = pq.read_metadata(path).num_rows
+                except Exception:  # noqa: BLE001 - being moved into place: not finished
+                    continue
 
     def figures(self) -> dict[str, Any]:
         """Batches and records done, requests, rate and time left, now."""
@@ -97,7 +127,7 @@ class StageProgress:
         succeeded = sum(u.get("successful_requests", 0) for u in usage.values())
         failed = sum(u.get("failed_requests", 0) for u in usage.values())
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        rate = max(records - (self._resumed_rows or 0), 0) / elapsed
+        rate = max(records - self._resumed_rows, 0) / elapsed
         left = max(self.num_records - records, 0)
         return {
             "batches_done": batches,
@@ -122,7 +152,9 @@ class StageProgress:
         )
 
     def final_metadata(self) -> dict[str, Any]:
-        """The run's final figures, as materialization metadata."""
+        """The run's final figures, as materialization metadata (its batches counted in the work directory)."""
+        self._records_done()
+        self._count_folder()
         figures = self.figures()
         return {
             "dd_assets/batches": dg.MetadataValue.int(figures["batches_done"]),

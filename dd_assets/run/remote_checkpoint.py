@@ -1,8 +1,8 @@
 """Resume across machines: a running stage copies its finished batches to the object store as it goes.
 
 With a URL ``base_dir`` a stage generates in a local work directory on whichever machine runs the step. While
-Data Designer generates, a background thread copies every *finished* batch (and Data Designer's
-``metadata.json``) to ``<stage>/.work/<work key>/`` on the store. A retry of the step on another machine finds
+Data Designer generates, every *finished* batch (and Data Designer's ``metadata.json``) is copied to
+``<stage>/.work/<work key>/`` on the store. A retry of the step on another machine finds
 no local work, restores the checkpoint of the same work key (same generation inputs) and Data Designer resumes
 from it: the finished batches are not requested again. Publishing the stage removes its checkpoints.
 
@@ -23,6 +23,16 @@ the work key, which hashes the config without the seed's location plus the seed'
 same seed rows: a restored ``metadata.json`` leaves its ``config_hash`` out (and ``builder_config.json`` is never
 copied), and Data Designer skips its own path-bound check.
 
+When a batch is copied: Data Designer calls ``create(..., on_batch_complete=...)`` with each batch file the moment
+it is renamed into place (0.9.7 and 1.0 alike, ``DatasetBuilder._build_async``), and
+:meth:`RemoteCheckpoint.batch_completed` hands it to a copying thread: the hook runs on Data Designer's generation
+path, so it only queues (the upload would hold up generation). What the hook does not announce is copied by the
+same thread on a timer, every ``every_s`` seconds without a batch: ``metadata.json`` (first written just *after*
+the first batch's hook returns) and ``tokens_spent.json`` (the guard rewrites it while a batch is generating, and a
+machine that dies mid-batch must not lose that spend). Batches the hook never names are found in the folder: at
+:meth:`RemoteCheckpoint.start` those an earlier run on this machine finished, and after a failure
+(``stop(final_sync=True)``) whatever finished since the last copy.
+
 The copying thread and the stage run's thread share the checkpoint: a delete (:meth:`RemoteCheckpoint.discard` of a
 batch reopened after a stop, :meth:`RemoteCheckpoint.remove` of the whole checkpoint) always wins over a copy in
 flight. Each copy notes the delete counts of its path before it starts; if a delete ran meanwhile, the copy takes
@@ -34,6 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 from pathlib import Path
 
@@ -63,7 +74,7 @@ class RemoteCheckpoint:
         self._lock = threading.Lock()  # guards uploaded, _deleted and _removals (two threads use them)
         self._deleted: dict[str, int] = {}  # relative path -> how often discard() deleted it
         self._removals = 0  # how often remove() deleted the whole checkpoint
-        self._stop = threading.Event()
+        self._batches: queue.SimpleQueue[Path | None] = queue.SimpleQueue()  # finished batches; None ends the thread
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
 
@@ -110,31 +121,50 @@ class RemoteCheckpoint:
 
     # --- copying as it goes --------------------------------------------------------------------
     def start(self) -> None:
-        """Copy finished batches every ``every_s`` seconds until :meth:`stop`."""
+        """Copy what this machine already holds, then each batch :meth:`batch_completed` hands over, until
+        :meth:`stop` (the timer's copies between batches every ``every_s`` seconds)."""
         if self.every_s <= 0:
             return
-        self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="dd-assets-checkpoint", daemon=True)
         self._thread.start()
 
-    def stop(self, *, final_sync: bool) -> None:
-        """Stop copying; ``final_sync`` copies what finished since the last round (after a failure)."""
-        self._stop.set()
+    def batch_completed(self, batch: Path | str) -> None:
+        """Data Designer's ``on_batch_complete``: queue the finished batch for the copying thread."""
         if self._thread is not None:
+            self._batches.put(Path(batch))
+
+    def stop(self, *, final_sync: bool) -> None:
+        """Stop copying once the queued batches are copied; ``final_sync`` copies anything else that finished since
+        (after a failure)."""
+        if self._thread is not None:
+            self._batches.put(None)
             self._thread.join()
             self._thread = None
         if final_sync and self.every_s > 0:
             self.sync()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.sync()
+        self.sync()  # the batches an earlier run on this machine finished
+        while True:
+            try:
+                batch = self._batches.get(timeout=self.every_s)
+            except queue.Empty:
+                self._copy()  # metadata.json and tokens_spent.json change between batches
+                continue
+            if batch is None:
+                return
+            self._copy(batch)
 
     def sync(self) -> int:
-        """Copy every finished batch not copied yet (companions first), then ``metadata.json`` if it changed."""
+        """Copy every finished batch in the folder not copied yet, then ``metadata.json`` and the tokens spent."""
+        return self._copy(*sorted((self._local / BATCHES).glob("batch_*.parquet")))
+
+    def _copy(self, *batches: Path) -> int:
+        """Copy ``batches`` not copied yet (companions first), then ``metadata.json`` and the tokens spent if they
+        changed; returns the batches copied."""
         copied = 0
         try:
-            for batch in sorted((self._local / BATCHES).glob("batch_*.parquet")):
+            for batch in batches:
                 if not self._changed(batch):
                     continue
                 for companion in self._companions(batch.name):
@@ -167,9 +197,9 @@ class RemoteCheckpoint:
 
     def _put(self, path: Path) -> None:
         relative = path.relative_to(self._local).as_posix()
-        self._copy(path, relative, self._remote / relative)
+        self._copy_file(path, relative, self._remote / relative)
 
-    def _copy(self, path: Path, name: str, target: UPath) -> None:
+    def _copy_file(self, path: Path, name: str, target: UPath) -> None:
         """Copy ``path`` to ``target`` and note it as ``name`` in ``uploaded``, unless a delete ran meanwhile."""
         stamp = _stamp(path)
         with self._lock:
@@ -202,7 +232,7 @@ class RemoteCheckpoint:
         with self._lock:
             changed = self.uploaded.get(SPENT_FILE) != stamp
         if changed:
-            self._copy(local, SPENT_FILE, self.remote_dir / SPENT_FILE)
+            self._copy_file(local, SPENT_FILE, self.remote_dir / SPENT_FILE)
 
     def discard(self, batch: Path) -> None:
         """Delete a local batch file's stored copy (a batch reopened after a stop must not come back)."""

@@ -183,7 +183,7 @@ def _changed_upstreams(
 ) -> list[str]:
     """The upstream stages whose current output is not the version ``record`` was built from (external assets are
     Dagster's to tell). An upstream read as a run would read it: its same partition, else all of it."""
-    from dd_assets.run.stage_run import _data_version_of
+    from dd_assets.run.stage_inputs import data_version_of as _data_version_of
 
     changed = []
     names = {s.name for s in workflow.stages}
@@ -319,8 +319,9 @@ def preview(location: CodeLocation, ref: str, num_records: int) -> Any:
 
     from dd_assets.engine.stage_context import StageContext, running_stage
     from dd_assets.engine.stage_guard import StageGuard
+    from dd_assets.run.generation_failures import generation_failure_reason
+    from dd_assets.run.model_setup import model_setup_problem, models_used
     from dd_assets.run.seeds import build_seed, builder_with_seed
-    from dd_assets.run.stage_run import generation_failure_reason, model_setup_problem, models_used
 
     workflow, stage = location.stage(ref)
     io_manager = location.io_manager
@@ -372,7 +373,7 @@ def _published_preview(stage: Stage, data_designer: Any, builder: Any, num_recor
     """Preview ``builder``, then run the stage's output processors on it and select its ``output``."""
     import pandas as pd
 
-    from dd_assets.run.stage_run import output_processors_builder
+    from dd_assets.run.stage_output import output_processors_builder
 
     result = data_designer.preview(builder, num_records=num_records)
     dataset, processor_outputs = result.dataset, dict(result.processor_artifacts or {})
