@@ -45,6 +45,7 @@ from dd_assets.run.progress import StageProgress, engine_event_reporter
 from dd_assets.run.remote_checkpoint import RemoteCheckpoint
 from dd_assets.run.seeds import Seed, as_stage_dataset, build_seed, builder_with_seed, upstream_label
 from dd_assets.spec.column_schema import stage_column_schema
+from dd_assets.spec.field_rules import check_num_records, check_token_budget
 from dd_assets.spec.secrets import LiteralSecretError, redact
 from dd_assets.spec.seed_files import RecordCountError, resolve_num_records
 from dd_assets.spec.stage_models import used_model_aliases, used_model_configs
@@ -55,12 +56,7 @@ from dd_assets.spec.versioning import (
     own_seed_fingerprint,
     parquet_data_version,
 )
-from dd_assets.spec.workflow import (
-    Stage,
-    Workflow,
-    check_num_records,
-    check_token_budget,
-)
+from dd_assets.spec.workflow import Stage, Workflow
 from dd_assets.storage.dataset import StageDataset
 from dd_assets.storage.io_manager import (
     VERSION_METADATA_KEY,
