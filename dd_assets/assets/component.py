@@ -30,8 +30,8 @@ from dd_assets.spec.definition_error import WorkflowDefinitionError
 from dd_assets.spec.known_fields import pydantic_field_names, unknown_fields, unknown_fields_reason
 from dd_assets.spec.load_failures import WorkflowLoadFailure, keep_or_raise
 from dd_assets.spec.workflow import Workflow
-from dd_assets.spec.yaml_fields import AutomationModel, automation_condition
 from dd_assets.spec.yaml_loader import inline_workflow_schema, load_workflow_yaml, workflow_from_mapping
+from dd_assets.spec.yaml_values import AutomationModel, automation_condition
 from dd_assets.storage.io_manager import StageParquetIOManager
 
 STARTER_WORKFLOW = """\

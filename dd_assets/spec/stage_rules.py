@@ -15,7 +15,8 @@ from data_designer.config.config_builder import DataDesignerConfigBuilder
 from data_designer.config.seed import IndexRange, PartitionBlock, SamplingStrategy
 
 from dd_assets.spec.definition_error import WorkflowDefinitionError
-from dd_assets.spec.field_rules import STAGE_BOUNDS, check_num_records, check_token_budget
+from dd_assets.spec.field_rules import check_num_records, check_token_budget
+from dd_assets.spec.field_specs import check_plain_values, field_specs
 from dd_assets.spec.partition_keys import static_partition_keys
 from dd_assets.spec.secrets import literal_credentials
 from dd_assets.spec.stage_config import load_stage_config
@@ -31,6 +32,7 @@ def check_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_num_r
     def fail(message: str, field_name: str) -> None:
         raise WorkflowDefinitionError(message, workflow=workflow, stage=stage.name, field=field_name)
 
+    check_plain_values(stage, fail)
     try:
         builder = load_stage_config(stage.config)
         builder.build()
@@ -109,10 +111,6 @@ def check_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_num_r
 
     if stage.on_success is not None and not callable(stage.on_success):
         fail("must be callable", "on_success")
-    if stage.on_success_version is not None and not isinstance(stage.on_success_version, str):
-        fail("must be a string", "on_success_version")
-    if not isinstance(stage.allow_empty, bool):
-        fail("must be a boolean", "allow_empty")
     try:
         object.__setattr__(stage, "sampling_strategy", SamplingStrategy(stage.sampling_strategy))
     except ValueError:
@@ -127,21 +125,9 @@ def check_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_num_r
             f"the stage has {len(stage.depends_on)} upstreams; set combine to 'concat', 'zip' or a callable",
             "combine",
         )
-    if stage.description is not None and not isinstance(stage.description, str):
-        fail("must be a string", "description")
-    threshold, bounds = stage.completion_threshold, STAGE_BOUNDS["completion_threshold"]
-    if threshold not in bounds:
-        fail(f"must be a number in {bounds.interval()}, got {threshold!r}", "completion_threshold")
-    if stage.min_judge_score is not None and (
-        isinstance(stage.min_judge_score, bool) or not isinstance(stage.min_judge_score, (int, float))
-    ):
-        fail(f"must be a number, got {stage.min_judge_score!r}", "min_judge_score")
     problem = check_token_budget(stage.token_budget)
     if problem:
         fail(problem, "token_budget")
-    timeout, bounds = stage.stall_timeout_s, STAGE_BOUNDS["stall_timeout_s"]
-    if timeout is not None and timeout not in bounds:
-        fail(f"must be a number of seconds > {bounds.exclusive_minimum}, got {timeout!r}", "stall_timeout_s")
     _check_partitions(stage, builder, fail)
     check_asset_attributes(stage, fail)
 
@@ -168,18 +154,17 @@ def check_asset_attributes(owner: Stage | Workflow, fail: Callable[[str, str], N
 
 
 def _check_partitions(stage: Stage, builder: DataDesignerConfigBuilder, fail: Callable[[str, str], None]) -> None:
-    partitions = stage.partitions
+    partitions, bounds = stage.partitions, field_specs(type(stage))["partitions"].bounds
     if partitions is None:
         return
     if isinstance(partitions, dg.PartitionsDefinition):
         object.__setattr__(stage, "partitions_def", partitions)
     elif isinstance(partitions, bool) or not isinstance(partitions, int):
         fail(
-            f"must be an int of {STAGE_BOUNDS['partitions'].minimum} or more or a dg.PartitionsDefinition, "
-            f"got {partitions!r}",
+            f"must be an int of {bounds.minimum} or more or a dg.PartitionsDefinition, got {partitions!r}",
             "partitions",
         )
-    elif partitions not in (bounds := STAGE_BOUNDS["partitions"]):
+    elif partitions not in bounds:
         fail(f"must be between {bounds.minimum} and {bounds.maximum:,}, got {partitions}", "partitions")
     else:
         object.__setattr__(stage, "partitions_def", dg.StaticPartitionsDefinition(static_partition_keys(partitions)))

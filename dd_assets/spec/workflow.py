@@ -19,13 +19,39 @@ import dagster as dg
 from data_designer.config.base import ProcessorConfig
 from data_designer.config.config_builder import DataDesignerConfigBuilder
 from data_designer.config.seed import IndexRange, PartitionBlock, SamplingStrategy
+from pydantic import StrictBool, StrictInt
 
 from dd_assets.spec.definition_error import WorkflowDefinitionError
-from dd_assets.spec.field_rules import DEFAULT_MAX_NUM_RECORDS
+from dd_assets.spec.field_rules import (
+    DEFAULT_MAX_NUM_RECORDS,
+    EXECUTION_MODES,
+    MAX_STATIC_PARTITIONS,
+    NUM_RECORDS_BOUNDS,
+    TOKEN_BUDGET_BOUNDS,
+)
+from dd_assets.spec.field_specs import Bounds, spec_field
 from dd_assets.spec.known_fields import checked_dataclass_init
 from dd_assets.spec.stage_config import StageConfig
 from dd_assets.spec.workflow_rules import check_workflow
 from dd_assets.spec.yaml_reading import read_workflow_yaml
+from dd_assets.spec.yaml_values import (
+    AUTOMATION_DESCRIPTION,
+    OWNERS_DESCRIPTION,
+    TAGS_DESCRIPTION,
+    AutomationModel,
+    ExecutionMode,
+    IndexRangeModel,
+    Number,
+    PartitionBlockModel,
+    SamplingStrategyName,
+    automation_value,
+    combine_value,
+    config_value,
+    on_success_callable,
+    processor_configs,
+    selection_value,
+    upstreams,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,27 +110,93 @@ class Stage:
         tags: asset tags, over the workflow's. Not part of the code version.
     """
 
-    name: str
-    config: StageConfig
-    depends_on: Sequence[str | dg.AssetKey] = ()
-    num_records: int | None = None
-    output_processors: Sequence[ProcessorConfig] = ()
-    output: str = "final"
-    on_success: OnSuccessFn | None = None
-    on_success_version: str | None = None
-    allow_empty: bool = False
-    sampling_strategy: SamplingStrategy | str = SamplingStrategy.ORDERED
-    selection_strategy: IndexRange | PartitionBlock | None = None
-    combine: Literal["concat", "zip"] | CombineFn | None = None
-    description: str | None = None
-    completion_threshold: float = 0.95
-    min_judge_score: float | None = None
-    partitions: int | dg.PartitionsDefinition | None = None
-    token_budget: int | None = None
-    stall_timeout_s: float | None = None
-    automation_condition: dg.AutomationCondition | None = None
-    owners: Sequence[str] = ()
-    tags: Mapping[str, str] = field(default_factory=dict)
+    name: str = spec_field(yaml=str, description="Stage name: letters, digits, '_' and '-'; unique in the workflow.")
+    config: StageConfig = spec_field(
+        yaml=str | dict[str, Any],
+        description="Path (relative to the YAML file) to a Data Designer config file, or an inline mapping.",
+        convert=config_value,
+    )
+    depends_on: Sequence[str | dg.AssetKey] = spec_field(
+        (),
+        yaml=list[str],
+        description="Upstream stage names, or asset key paths such as 'raw/docs'.",
+        convert=upstreams,
+    )
+    num_records: int | None = spec_field(
+        None,
+        yaml=StrictInt | None,
+        description="Records to generate (default: the seed's rows).",
+        bounds=NUM_RECORDS_BOUNDS,
+    )
+    output_processors: Sequence[ProcessorConfig] = spec_field(
+        (),
+        yaml=list[dict[str, Any]],
+        description="Data Designer processor configs run on the stage output.",
+        convert=processor_configs,
+    )
+    output: str = spec_field("final", yaml=str, description="'final' or 'processor:<name>'.")
+    on_success: OnSuccessFn | None = spec_field(
+        None,
+        yaml=str | None,
+        description="'module:function' called with the artifact dir.",
+        convert=on_success_callable,
+    )
+    on_success_version: str | None = spec_field(
+        None, yaml=str | None, description="Version of on_success (in the code version).", what="a string"
+    )
+    allow_empty: bool = spec_field(
+        False, yaml=StrictBool, description="Accept an empty output; downstream stages are skipped.", what="a boolean"
+    )
+    sampling_strategy: SamplingStrategy | str = spec_field(SamplingStrategy.ORDERED, yaml=SamplingStrategyName)
+    selection_strategy: IndexRange | PartitionBlock | None = spec_field(
+        None, yaml=IndexRangeModel | PartitionBlockModel | None, convert=selection_value
+    )
+    combine: Literal["concat", "zip"] | CombineFn | None = spec_field(
+        None, yaml=str | None, description="'concat', 'zip' or 'module:function'.", convert=combine_value
+    )
+    description: str | None = spec_field(None, yaml=str | None, what="a string")
+    completion_threshold: float = spec_field(
+        0.95,
+        yaml=Number,
+        description="Fewer than this share of the requested records fails the stage before it publishes.",
+        bounds=Bounds(exclusive_minimum=0, maximum=1),
+        what="a number in (0, 1]",
+    )
+    min_judge_score: float | None = spec_field(
+        None,
+        yaml=Number | None,
+        description="When set, the judge_score check wants this mean score of the llm-judge columns (labelled "
+        "options: docs/yaml.md).",
+        what="a number",
+    )
+    partitions: int | dg.PartitionsDefinition | None = spec_field(
+        None,
+        yaml=StrictInt | None,
+        description="Split the stage into this many static partitions, keys '0'..'N-1' zero-padded (docs/scale.md).",
+        bounds=Bounds(minimum=2, maximum=MAX_STATIC_PARTITIONS),  # as a count of static partitions
+    )
+    token_budget: int | None = spec_field(
+        None,
+        yaml=StrictInt | None,
+        description="Fail, keeping finished batches, once the stage used this many tokens (docs/reference.md).",
+        bounds=TOKEN_BUDGET_BOUNDS,
+    )
+    stall_timeout_s: float | None = spec_field(
+        None,
+        yaml=Number | None,
+        description="Fail when the stage's model calls wait this long without a success (default: the resource's).",
+        bounds=Bounds(exclusive_minimum=0),
+        what="a number of seconds > 0",
+    )
+    automation_condition: dg.AutomationCondition | None = spec_field(
+        None,
+        yaml=AutomationModel | None,
+        description=AUTOMATION_DESCRIPTION,
+        convert=automation_value,
+        key="automation",
+    )
+    owners: Sequence[str] = spec_field((), yaml=list[str], description=OWNERS_DESCRIPTION)
+    tags: Mapping[str, str] = spec_field(default_factory=dict, yaml=dict[str, str], description=TAGS_DESCRIPTION)
 
     # Filled in by validation: the config as a builder, with the user's object left untouched.
     builder: DataDesignerConfigBuilder = field(init=False, repr=False)
@@ -128,20 +220,48 @@ class Stage:
 class Workflow:
     """A named DAG of stages. Validated on construction; see :class:`WorkflowDefinitionError`."""
 
-    name: str
-    stages: Sequence[Stage]
-    max_num_records: int = DEFAULT_MAX_NUM_RECORDS
+    name: str = spec_field(
+        yaml=str,
+        description="Workflow name (letters, digits and '_'): the asset group and the first part of every asset key.",
+    )
+    stages: Sequence[Stage] = spec_field(yaml=list[Any], schema={"minItems": 1})  # the YAML model: its StageModel
+    max_num_records: int = spec_field(
+        DEFAULT_MAX_NUM_RECORDS,
+        yaml=StrictInt,
+        description="Upper bound for num_records of every stage and run.",
+        bounds=Bounds(minimum=1),
+        what="a positive integer",
+    )
     """Upper bound for ``num_records`` of every stage, in the spec and in run config (a guard against typos)."""
-    execution: Literal["per_stage", "concurrent"] = "per_stage"
+    execution: Literal["per_stage", "concurrent"] = spec_field(
+        "per_stage",
+        yaml=ExecutionMode,
+        description="per_stage: one Dagster step per stage; concurrent: one step runs ready stages at the same time.",
+        what="one of " + ", ".join(map(repr, EXECUTION_MODES)),
+    )
     """``per_stage``: one Dagster step per stage. ``concurrent``: one step runs every selected stage, each as soon
     as its upstreams are published, at the same time on the shared ``DataDesigner``."""
-    max_concurrent_stages: int | None = None
+    max_concurrent_stages: int | None = spec_field(
+        None,
+        yaml=StrictInt | None,
+        description="In concurrent execution, at most this many stages at once.",
+        bounds=Bounds(minimum=1),
+        what="a positive integer or None",
+    )
     """In ``concurrent`` execution, at most this many stages generate at once (default: no cap)."""
-    automation_condition: dg.AutomationCondition | None = None
+    automation_condition: dg.AutomationCondition | None = spec_field(
+        None,
+        yaml=AutomationModel | None,
+        description="The automation of every stage that sets none. " + AUTOMATION_DESCRIPTION,
+        convert=automation_value,
+        key="automation",
+    )
     """The automation condition of every stage that sets none of its own."""
-    owners: Sequence[str] = ()
+    owners: Sequence[str] = spec_field((), yaml=list[str], description=OWNERS_DESCRIPTION + " Of every stage.")
     """Owners of every stage's asset (a stage's own owners follow them)."""
-    tags: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = spec_field(
+        default_factory=dict, yaml=dict[str, str], description=TAGS_DESCRIPTION + " Of every stage."
+    )
     """Tags of every stage's asset (a stage's own tags win on the same key)."""
     # Filled in by validation: each stage's columns before any run (dd_assets.spec.column_flow.StageColumns).
     column_flow: dict[str, Any] = field(init=False, repr=False, default_factory=dict)

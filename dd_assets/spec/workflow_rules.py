@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from dd_assets.spec.column_flow import workflow_column_flow
 from dd_assets.spec.definition_error import WorkflowDefinitionError
-from dd_assets.spec.field_rules import EXECUTION_MODES, WORKFLOW_BOUNDS
+from dd_assets.spec.field_specs import check_plain_values
 from dd_assets.spec.names import check_name, stage_op_name, upstream_name
 from dd_assets.spec.stage_rules import check_asset_attributes, check_stage
 from dd_assets.spec.validation import check_column_flow, check_model_aliases
@@ -19,23 +19,12 @@ if TYPE_CHECKING:
 def check_workflow(workflow: Workflow) -> None:
     """Check a workflow of :class:`~dd_assets.spec.workflow.Stage` objects; fills in its ``column_flow``."""
     check_name(workflow.name, "workflow name", workflow=None, stage=None)
-    maximum = workflow.max_num_records
-    if not isinstance(maximum, int) or maximum not in WORKFLOW_BOUNDS["max_num_records"]:
-        raise WorkflowDefinitionError(
-            f"must be a positive integer, got {maximum!r}", workflow=workflow.name, field="max_num_records"
-        )
-    if workflow.execution not in EXECUTION_MODES:
-        raise WorkflowDefinitionError(
-            f"must be one of {', '.join(map(repr, EXECUTION_MODES))}, got {workflow.execution!r}",
-            workflow=workflow.name,
-            field="execution",
-        )
-    cap = workflow.max_concurrent_stages
-    if cap is not None and (not isinstance(cap, int) or cap not in WORKFLOW_BOUNDS["max_concurrent_stages"]):
-        raise WorkflowDefinitionError(
-            f"must be a positive integer or None, got {cap!r}", workflow=workflow.name, field="max_concurrent_stages"
-        )
-    check_asset_attributes(workflow, lambda message, name: _raise(message, workflow.name, None, name))
+
+    def fail(message: str, field_name: str) -> None:
+        raise WorkflowDefinitionError(message, workflow=workflow.name, field=field_name)
+
+    check_plain_values(workflow, fail)
+    check_asset_attributes(workflow, fail)
     if not workflow.stages:
         raise WorkflowDefinitionError("a workflow needs at least one stage", workflow=workflow.name, field="stages")
     seen: set[str] = set()
@@ -58,7 +47,7 @@ def check_workflow(workflow: Workflow) -> None:
             )
         op_names[op_name] = stage.name
     for stage in workflow.stages:
-        check_stage(workflow.name, stage, stage_names=seen, max_num_records=maximum)
+        check_stage(workflow.name, stage, stage_names=seen, max_num_records=workflow.max_num_records)
     _check_cycles(workflow)
     _check_partitioned_upstreams(workflow)
 
@@ -66,10 +55,6 @@ def check_workflow(workflow: Workflow) -> None:
     flow = workflow_column_flow(workflow)
     check_column_flow(workflow, flow)
     object.__setattr__(workflow, "column_flow", flow)
-
-
-def _raise(message: str, workflow: str, stage: str | None, field_name: str) -> None:
-    raise WorkflowDefinitionError(message, workflow=workflow, stage=stage, field=field_name)
 
 
 def _check_partitioned_upstreams(workflow: Workflow) -> None:

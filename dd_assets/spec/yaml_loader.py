@@ -15,8 +15,8 @@ A workflow file::
           - {processor_type: drop_columns, name: drop_pricing, column_names: [unit_price]}
 
 Every mistake raises a :class:`~dd_assets.spec.definition_error.WorkflowDefinitionError` naming the file, the workflow,
-the stage and the field. The fields: :mod:`dd_assets.spec.yaml_fields`; the reading:
-:mod:`dd_assets.spec.yaml_reading`.
+the stage and the field. The keys are the fields of ``Stage`` and ``Workflow``, as their definitions
+(:mod:`dd_assets.spec.field_specs`) write them; the reading: :mod:`dd_assets.spec.yaml_reading`.
 """
 
 from __future__ import annotations
@@ -32,17 +32,19 @@ from dd_assets.spec.yaml_reading import read_workflow_yaml, workflow_from_data, 
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "workflow.schema.json"  # shipped at the package root
 
+WorkflowModel = yaml_models(Workflow, Stage)[0]  # built on import: a field without a definition fails here
+
 
 def workflow_json_schema() -> dict[str, Any]:
     """The JSON Schema of the YAML format (what ``workflow.schema.json`` ships)."""
-    schema = yaml_models(Workflow, Stage)[0].model_json_schema()
+    schema = WorkflowModel.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
 
 
 def inline_workflow_schema() -> dict[str, Any]:
     """The workflow schema with its ``$defs`` written in place, to embed in another schema (the Component's)."""
-    schema = yaml_models(Workflow, Stage)[0].model_json_schema()
+    schema = WorkflowModel.model_json_schema()
     defs = schema.pop("$defs", {})
 
     def inline(node: Any) -> Any:

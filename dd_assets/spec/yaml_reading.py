@@ -1,7 +1,7 @@
 """Reading a workflow YAML mapping: its pydantic models, checked keys and values, then the Python objects.
 
-The models are made from the Python classes' fields and the YAML field tables (:mod:`dd_assets.spec.yaml_fields`);
-this module is given the classes it builds (``Workflow.from_yaml`` passes them), so it needs no import of them.
+The models are made from the Python classes' field definitions (:mod:`dd_assets.spec.field_specs`); this module is
+given the classes it builds (``Workflow.from_yaml`` passes them), so it needs no import of them.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from pydantic_core import PydanticUndefined
 
 from dd_assets.spec import strict_yaml
 from dd_assets.spec.definition_error import WorkflowDefinitionError
-from dd_assets.spec.field_rules import STAGE_BOUNDS, WORKFLOW_BOUNDS, Bounds
+from dd_assets.spec.field_specs import Bounds, FieldSpec, field_specs
 from dd_assets.spec.known_fields import did_you_mean
-from dd_assets.spec.yaml_fields import STAGE_FIELDS, WORKFLOW_FIELDS, YamlField
 
 if TYPE_CHECKING:
     from dd_assets.spec.workflow import Stage, Workflow
@@ -49,15 +48,15 @@ def _bounds_schema(bounds: Bounds | None, more: dict[str, Any]) -> Callable[[dic
     return extra
 
 
-def model_from_fields(
-    name: str, cls: type, table: dict[str, YamlField], bounds: dict[str, Bounds], doc: str, **config: Any
-) -> type[BaseModel]:
-    """A pydantic model of ``cls``'s init fields, as ``table`` writes them; refuses a table that misses a field."""
+def model_from_fields(name: str, cls: type, table: dict[str, FieldSpec], doc: str, **config: Any) -> type[BaseModel]:
+    """A pydantic model of ``cls``'s init fields as their definitions (``table``: ``field_specs(cls)``) write them;
+    refuses a class with a field that has no definition."""
     python_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     missing, extra = sorted(set(python_fields) - set(table)), sorted(set(table) - set(python_fields))
     if missing or extra:
         raise TypeError(
-            f"{name}: the YAML table must name every field of {cls.__name__} (missing {missing}, not fields {extra})"
+            f"{name}: the field definitions must name every field of {cls.__name__} (missing {missing}, not fields "
+            f"{extra}); declare each field with spec_field"
         )
     fields: dict[str, Any] = {}
     for field_name, python in python_fields.items():
@@ -69,11 +68,11 @@ def model_from_fields(
         else:
             default = PydanticUndefined
         fields[entry.key or field_name] = (
-            entry.annotation,
+            entry.yaml,
             Field(
                 default=default,
                 description=entry.description,
-                json_schema_extra=_bounds_schema(bounds.get(field_name), entry.schema),
+                json_schema_extra=_bounds_schema(entry.bounds, entry.schema),
             ),
         )
     return create_model(name, __config__=ConfigDict(extra="forbid", **config), __doc__=doc, **fields)
@@ -85,16 +84,15 @@ def yaml_models(workflow_type: type[Workflow], stage_type: type[Stage]) -> tuple
     stage_model = model_from_fields(
         "StageModel",
         stage_type,
-        STAGE_FIELDS,
-        STAGE_BOUNDS,
+        field_specs(stage_type),
         "One stage in a workflow YAML file (see ``docs/yaml.md``).",
     )
-    table = {**WORKFLOW_FIELDS, "stages": dataclasses.replace(WORKFLOW_FIELDS["stages"], annotation=list[stage_model])}
+    table = field_specs(workflow_type)
+    table["stages"] = dataclasses.replace(table["stages"], yaml=list[stage_model])
     workflow_model = model_from_fields(
         "WorkflowModel",
         workflow_type,
         table,
-        WORKFLOW_BOUNDS,
         "A workflow YAML file.",
         json_schema_extra={"title": "dd_assets workflow"},
     )
@@ -102,7 +100,7 @@ def yaml_models(workflow_type: type[Workflow], stage_type: type[Stage]) -> tuple
 
 
 def python_arguments(
-    model: BaseModel, table: dict[str, YamlField], base_dir: Path, fail: Callable[[str, str], Exception]
+    model: BaseModel, table: dict[str, FieldSpec], base_dir: Path, fail: Callable[[str, str], Exception]
 ) -> dict[str, Any]:
     """The keyword arguments of the Python class for the keys a YAML mapping set (the others keep their defaults)."""
     arguments: dict[str, Any] = {}
@@ -165,12 +163,12 @@ def workflow_from_data(
         def fail(message: str, field: str, stage_name: str = stage.name) -> WorkflowDefinitionError:
             return WorkflowDefinitionError(message, workflow=model.name, stage=stage_name, field=field, file=file)
 
-        stages.append(stage_type(**python_arguments(stage, STAGE_FIELDS, base_dir, fail)))
+        stages.append(stage_type(**python_arguments(stage, field_specs(stage_type), base_dir, fail)))
 
     def fail_workflow(message: str, field: str) -> WorkflowDefinitionError:
         return WorkflowDefinitionError(message, workflow=model.name, field=field, file=file)
 
-    arguments = python_arguments(model, WORKFLOW_FIELDS, base_dir, fail_workflow)
+    arguments = python_arguments(model, field_specs(workflow_type), base_dir, fail_workflow)
     try:
         return workflow_type(**{**arguments, "stages": stages})
     except WorkflowDefinitionError as exc:
