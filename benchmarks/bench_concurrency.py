@@ -159,7 +159,7 @@ def definitions_load(num_stages: int = 200) -> None:
     import data_designer.config as dd
 
     from dd_assets import Stage, Workflow, build_workflow_definitions
-    from dd_assets.spec.workflow import load_stage_config
+    from dd_assets.spec.stage_config import load_stage_config
 
     def config(index: int) -> dict:
         column = {"name": f"c{index}", "column_type": "expression", "expr": "{{ n }}-" + str(index)}

@@ -16,7 +16,8 @@ from dd_assets.assets.workflow_definitions import build_workflow_definitions  # 
 from dd_assets.engine.resource import DataDesignerResource  # noqa: E402
 from dd_assets.run.stage_scope import StageRunConfig  # noqa: E402
 from dd_assets.spec.callable_identity import versioned  # noqa: E402
-from dd_assets.spec.workflow import Stage, Workflow, WorkflowDefinitionError  # noqa: E402
+from dd_assets.spec.definition_error import WorkflowDefinitionError  # noqa: E402
+from dd_assets.spec.workflow import Stage, Workflow  # noqa: E402
 from dd_assets.storage.dataset import StageDataset  # noqa: E402
 from dd_assets.storage.io_manager import StageParquetIOManager  # noqa: E402
 

@@ -8,7 +8,7 @@ import dagster as dg
 import data_designer.config as dd
 
 from dd_assets import DataDesignerResource, Stage, StageParquetIOManager, Workflow, build_workflow_definitions
-from dd_assets.spec.workflow import stage_op_name
+from dd_assets.spec.names import stage_op_name
 from dd_assets_tests.conftest import TEST_PROVIDER
 
 

@@ -9,7 +9,8 @@ import data_designer.config as dd
 import pytest
 
 from dd_assets import Stage, Workflow, WorkflowDefinitionError, build_workflow_definitions
-from dd_assets.spec.workflow import DEFAULT_MAX_NUM_RECORDS, MAX_NAME_LENGTH
+from dd_assets.spec.field_rules import DEFAULT_MAX_NUM_RECORDS
+from dd_assets.spec.names import MAX_NAME_LENGTH
 from dd_assets_tests.helpers import expression_builder, materialize, sampler_builder
 from dd_assets_tests.test_yaml import _load_error, _stage, _workflow_text
 

@@ -357,7 +357,7 @@ CATEGORY = {
 TEMPLATED = {"columns": [*CATEGORY["columns"], {"name": "e", "column_type": "expression", "expr": "{{ k }}!"}]}
 
 # A non-default YAML value for every Stage field, the stage it is set on, and what the Stage must hold. A new Stage
-# field fails test_every_stage_field_has_a_sample until it gets a line here (and so a YAML key: see STAGE_FIELDS).
+# field fails test_every_stage_field_has_a_sample until it gets a line here (and so a YAML key: see its spec_field).
 FIELD_SAMPLES = {
     "name": ("full", "full", lambda v: v == "full"),
     "config": ("full", TEMPLATED, lambda v: v == TEMPLATED),
@@ -401,10 +401,11 @@ def _stage_fields() -> list[str]:
 
 def _every_field_workflow() -> dict:
     stages = {name: {"name": name, "config": CATEGORY} for name in ("a", "b", "full", "parted")}
-    from dd_assets.spec.yaml_loader import STAGE_FIELDS
+    from dd_assets import Stage
+    from dd_assets.spec.field_specs import field_specs
 
     for field, (stage, value, _) in FIELD_SAMPLES.items():
-        stages[stage][STAGE_FIELDS[field].key or field] = value
+        stages[stage][field_specs(Stage)[field].key or field] = value
     return {"name": "every_field", "stages": list(stages.values())}
 
 
@@ -441,17 +442,19 @@ def test_every_stage_field_is_accepted_by_the_component(tmp_path):
             _assert_every_field_reached_the_stage(component.load_workflow(folder))
     # the attributes schema dg gives editors of defs.yaml carries the YAML format's stage keys
     attribute = DataDesignerWorkflowComponent.get_model_cls().model_json_schema()["properties"]["workflow"]
-    from dd_assets.spec.yaml_loader import STAGE_FIELDS
+    from dd_assets import Stage
+    from dd_assets.spec.field_specs import field_specs
 
-    keys = sorted(STAGE_FIELDS[name].key or name for name in FIELD_SAMPLES)
+    keys = sorted(field_specs(Stage)[name].key or name for name in FIELD_SAMPLES)
     assert sorted(attribute["properties"]["stages"]["items"]["properties"]) == keys
 
 
 def test_every_stage_field_is_in_the_shipped_schema_and_in_docs_yaml_md():
-    from dd_assets.spec.yaml_loader import STAGE_FIELDS
+    from dd_assets import Stage
+    from dd_assets.spec.field_specs import field_specs
 
     properties = json.loads(SCHEMA_FILE.read_text())["$defs"]["StageModel"]["properties"]
-    keys = [STAGE_FIELDS[name].key or name for name in _stage_fields()]
+    keys = [field_specs(Stage)[name].key or name for name in _stage_fields()]
     assert sorted(properties) == sorted(keys)
     docs = (Path(__file__).resolve().parents[1] / "docs" / "yaml.md").read_text()
     table = docs.split("## Stage keys", 1)[1].split("\n\n", 2)[1]
@@ -460,12 +463,12 @@ def test_every_stage_field_is_in_the_shipped_schema_and_in_docs_yaml_md():
 
 def test_a_yaml_table_that_misses_a_stage_field_is_refused_at_import():
     from dd_assets import Stage
-    from dd_assets.spec.workflow import STAGE_BOUNDS
-    from dd_assets.spec.yaml_loader import STAGE_FIELDS, _model_from_fields
+    from dd_assets.spec.field_specs import field_specs
+    from dd_assets.spec.yaml_reading import model_from_fields
 
-    table = {name: entry for name, entry in STAGE_FIELDS.items() if name != "min_judge_score"}
+    table = {name: entry for name, entry in field_specs(Stage).items() if name != "min_judge_score"}
     with pytest.raises(TypeError, match=r"must name every field of Stage \(missing \['min_judge_score'\]"):
-        _model_from_fields("StageModel", Stage, table, STAGE_BOUNDS, "")
+        model_from_fields("StageModel", Stage, table, "")
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,9 @@ from dd_assets.assets.translator import IO_MANAGER_KEY, RESOURCE_KEY, DataDesign
 from dd_assets.run.concurrent_runner import ConcurrentWorkflowRun, StagePlan, WorkflowRunConfig
 from dd_assets.run.stage_run import StageRun
 from dd_assets.run.stage_scope import StageRunConfig
-from dd_assets.spec.workflow import Stage, Workflow, WorkflowDefinitionError, stage_op_name
+from dd_assets.spec.definition_error import WorkflowDefinitionError
+from dd_assets.spec.names import stage_op_name
+from dd_assets.spec.workflow import Stage, Workflow
 
 
 def _input_name(index: int) -> str:

@@ -26,16 +26,12 @@ from dd_assets.assets.load_errors import load_error_asset
 from dd_assets.assets.workflow_definitions import build_workflow_definitions
 from dd_assets.engine.resource import DataDesignerResource
 from dd_assets.engine.stage_guard import DEFAULT_STALL_TIMEOUT_S
+from dd_assets.spec.definition_error import WorkflowDefinitionError
 from dd_assets.spec.known_fields import pydantic_field_names, unknown_fields, unknown_fields_reason
 from dd_assets.spec.load_failures import WorkflowLoadFailure, keep_or_raise
-from dd_assets.spec.workflow import Workflow, WorkflowDefinitionError
-from dd_assets.spec.yaml_loader import (
-    AutomationModel,
-    automation_condition,
-    inline_workflow_schema,
-    load_workflow_yaml,
-    workflow_from_mapping,
-)
+from dd_assets.spec.workflow import Workflow
+from dd_assets.spec.yaml_loader import inline_workflow_schema, load_workflow_yaml, workflow_from_mapping
+from dd_assets.spec.yaml_values import AutomationModel, automation_condition
 from dd_assets.storage.io_manager import StageParquetIOManager
 
 STARTER_WORKFLOW = """\

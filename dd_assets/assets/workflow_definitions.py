@@ -10,9 +10,12 @@ from dd_assets.assets.asset_factory import build_workflow_assets
 from dd_assets.assets.load_errors import load_error_asset
 from dd_assets.assets.translator import IO_MANAGER_KEY, RESOURCE_KEY, DataDesignerStageTranslator
 from dd_assets.engine.resource import DataDesignerResource
+from dd_assets.spec.definition_error import WorkflowDefinitionError
+from dd_assets.spec.field_rules import EXECUTION_MODES
 from dd_assets.spec.load_failures import WorkflowLoadFailure
+from dd_assets.spec.names import stage_op_name
 from dd_assets.spec.validation import check_model_aliases
-from dd_assets.spec.workflow import EXECUTION_MODES, Workflow, WorkflowDefinitionError, stage_op_name
+from dd_assets.spec.workflow import Workflow
 from dd_assets.storage.io_manager import StageParquetIOManager
 
 

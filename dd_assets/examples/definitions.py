@@ -18,8 +18,9 @@ from dd_assets.assets.component import shared_resources
 from dd_assets.assets.workflow_definitions import build_workflow_definitions
 from dd_assets.examples.doc_qa import doc_qa_workflow, llm_provider_from_env
 from dd_assets.examples.quickstart import quickstart_workflow
+from dd_assets.spec.definition_error import WorkflowDefinitionError
 from dd_assets.spec.load_failures import WorkflowLoadFailure
-from dd_assets.spec.workflow import Workflow, WorkflowDefinitionError
+from dd_assets.spec.workflow import Workflow
 from dd_assets.spec.yaml_loader import load_workflow_dir, load_workflow_yaml
 
 PACKAGE_DIR = Path(__file__).parent

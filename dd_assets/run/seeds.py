@@ -23,7 +23,8 @@ from data_designer.config.seed import IndexRange, PartitionBlock
 from data_designer.config.seed_source import LocalFileSeedSource
 from upath import UPath
 
-from dd_assets.spec.workflow import Stage, load_stage_config
+from dd_assets.spec.stage_config import load_stage_config
+from dd_assets.spec.workflow import Stage
 from dd_assets.storage.dataset import StageDataset
 
 

@@ -17,6 +17,7 @@ import dagster as dg
 from dd_assets.run import resumable_work
 from dd_assets.run.seeds import Seed, as_stage_dataset, build_seed, upstream_label
 from dd_assets.run.stage_scope import StageScope
+from dd_assets.spec.field_rules import check_num_records
 from dd_assets.spec.seed_files import RecordCountError, resolve_num_records
 from dd_assets.spec.versioning import (
     files_fingerprint,
@@ -25,7 +26,6 @@ from dd_assets.spec.versioning import (
     own_seed_fingerprint,
     parquet_data_version,
 )
-from dd_assets.spec.workflow import check_num_records
 from dd_assets.storage.dataset import StageDataset
 from dd_assets.storage.lineage import Lineage, MixedVersionsError, merged_lineage, record_lineage
 

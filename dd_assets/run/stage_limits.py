@@ -11,8 +11,8 @@ from dd_assets.engine.stage_guard import StageGuard
 from dd_assets.engine.tokens_spent import read_tokens_spent, write_tokens_spent
 from dd_assets.run import resumable_work
 from dd_assets.run.stage_scope import StageScope
+from dd_assets.spec.field_rules import check_token_budget
 from dd_assets.spec.stage_models import used_model_configs
-from dd_assets.spec.workflow import check_token_budget
 
 
 def stage_guard(scope: StageScope, work_dir: Path, builder: DataDesignerConfigBuilder) -> StageGuard:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from dd_assets.spec.workflow import WorkflowDefinitionError
+from dd_assets.spec.definition_error import WorkflowDefinitionError
 
 logger = logging.getLogger(__name__)
 

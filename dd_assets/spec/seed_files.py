@@ -8,12 +8,16 @@ this one resolution.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 from data_designer.config.seed import IndexRange, PartitionBlock
 from data_designer.config.utils.constants import DEFAULT_NUM_RECORDS
 
-from dd_assets.spec.workflow import Stage, partition_share
+from dd_assets.spec.partition_keys import partition_share
+
+if TYPE_CHECKING:
+    from dd_assets.spec.workflow import Stage
 
 
 def local_seed_files(builder) -> list[Path] | None:

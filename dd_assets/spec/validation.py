@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from dd_assets.spec.definition_error import WorkflowDefinitionError
 from dd_assets.spec.known_fields import did_you_mean
 from dd_assets.spec.stage_models import used_model_configs
 
@@ -22,8 +23,6 @@ Columns = set[str] | None  # None: not knowable at load time
 
 def check_model_aliases(workflows: Sequence[Workflow]) -> None:
     """Two stages that define one model alias differently is an error (all stages share one registry)."""
-    from dd_assets.spec.workflow import WorkflowDefinitionError
-
     seen: dict[str, tuple[str, str, dict]] = {}
     for workflow in workflows:
         for stage in workflow.stages:
@@ -56,8 +55,6 @@ def generated_columns(stage: Stage) -> set[str]:
 
 def check_column_flow(workflow: Workflow, flow: dict[str, StageColumns]) -> None:
     """Check that templates read columns that exist and that zip joins do not clash (``flow``: the column flow)."""
-    from dd_assets.spec.workflow import WorkflowDefinitionError
-
     outputs: dict[str, Columns] = {
         name: None if columns.output is None else {c.name for c in columns.output} for name, columns in flow.items()
     }
