@@ -61,18 +61,13 @@ from dd_assets.spec.workflow import (
     check_num_records,
     check_token_budget,
 )
+from dd_assets.storage.dagster_agreement import VERSION_METADATA_KEY
 from dd_assets.storage.dataset import StageDataset
-from dd_assets.storage.io_manager import (
-    VERSION_METADATA_KEY,
-    VERSIONS_DIR,
-    StageOutput,
-    StageParquetIOManager,
-    StageRecordUnreadableError,
-    StageStorageError,
-    describe,
-)
-from dd_assets.storage.layout import CHECKPOINTS_DIR
+from dd_assets.storage.io_manager import StageParquetIOManager
+from dd_assets.storage.layout import CHECKPOINTS_DIR, VERSIONS_DIR, describe
 from dd_assets.storage.lineage import Lineage, MixedVersionsError, merged_lineage, record_lineage
+from dd_assets.storage.publish import StageOutput
+from dd_assets.storage.records import StageRecordUnreadableError, StageStorageError
 from dd_assets.storage.stage_lock import StageBusyError, StageLock
 
 
