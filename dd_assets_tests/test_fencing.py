@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dd_assets import StageParquetIOManager, remote_checkpoint
+from dd_assets import StageParquetIOManager
+from dd_assets.run import remote_checkpoint
 from dd_assets.run.remote_checkpoint import ARTIFACTS, BATCHES, RemoteCheckpoint
 from dd_assets.storage import publish as publishing
 from dd_assets.storage.layout import CHECKPOINTS_DIR
