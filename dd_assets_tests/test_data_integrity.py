@@ -22,7 +22,7 @@ import pytest
 from data_designer.config.seed import IndexRange, PartitionBlock
 
 from dd_assets import DataDesignerStageTranslator, Stage, StageParquetIOManager, Workflow, build_workflow_definitions
-from dd_assets.storage.io_manager import VERSION_METADATA_KEY
+from dd_assets.storage.dagster_agreement import VERSION_METADATA_KEY
 from dd_assets_tests.cli_runs import kill_when, llm_env, materialize_cmd, run
 from dd_assets_tests.helpers import (
     FailOnce,

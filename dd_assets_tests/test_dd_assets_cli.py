@@ -387,7 +387,7 @@ def test_jsonl_and_csv_exports_write_every_value_faithfully(tmp_path, io_manager
 def test_a_record_naming_no_files_is_unreadable_not_an_empty_output(
     tmp_path, io_manager, instance, monkeypatch, capsys
 ):
-    from dd_assets.storage.io_manager import StageRecordUnreadableError
+    from dd_assets.storage.records import StageRecordUnreadableError
 
     cli = _exported(tmp_path, io_manager, instance, monkeypatch)
     record_path = Path(io_manager.base_dir) / "odd/a/stage.json"

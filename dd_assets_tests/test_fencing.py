@@ -21,9 +21,11 @@ import pytest
 from dd_assets import StageParquetIOManager
 from dd_assets.run import remote_checkpoint
 from dd_assets.run.remote_checkpoint import ARTIFACTS, BATCHES, RemoteCheckpoint
-from dd_assets.storage.io_manager import StageOutput, StageStorageError
+from dd_assets.storage import publish as publishing
 from dd_assets.storage.layout import CHECKPOINTS_DIR
 from dd_assets.storage.object_store_lock import ObjectStoreLock, skew_margin
+from dd_assets.storage.publish import StageOutput
+from dd_assets.storage.records import StageStorageError
 from dd_assets.storage.stage_lock import StageBusyError, StageLockLostError
 from dd_assets_tests.helpers import failure_message, materialize, seeded_llm_workflow
 
@@ -150,16 +152,16 @@ def test_a_holder_paused_past_its_lease_never_overwrites_or_deletes_the_next_wri
     # machine A's process pauses (a GC pause, slow requests) after its last lease check, before the commit or
     # between the commit and its cleanup
     paused, resume = threading.Event(), threading.Event()
-    hook = "_write_record" if pause == "before_commit" else "_after_commit"
-    real = getattr(StageParquetIOManager, hook)
+    hook = "_write_record" if pause == "before_commit" else "after_commit"
+    real = getattr(publishing, hook)
 
-    def pausing(self, *args, **kwargs):
-        if self.local_work_dir == machine_a.local_work_dir and not paused.is_set():
+    def pausing(store, *args, **kwargs):
+        if store.local_work_dir == machine_a.local_work_dir and not paused.is_set():
             paused.set()
             assert resume.wait(60)
-        return real(self, *args, **kwargs)
+        return real(store, *args, **kwargs)
 
-    monkeypatch.setattr(StageParquetIOManager, hook, pausing)
+    monkeypatch.setattr(publishing, hook, pausing)
     holder = machine_a.stage_lock("w", "s", "run-a").acquire()
     outcome: list[object] = []
 

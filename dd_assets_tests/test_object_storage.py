@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dd_assets import Stage, StageParquetIOManager, Workflow
-from dd_assets.storage.io_manager import StageStorageError
+from dd_assets.storage.records import StageStorageError
 from dd_assets.storage.stage_lock import StageBusyError, StageLockLostError
 from dd_assets_tests.cli_runs import kill_when, materialize_cmd
 from dd_assets_tests.conftest import cli_environment

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dd_assets import Stage, StageDataset, Workflow, WorkflowDefinitionError, build_workflow_definitions
-from dd_assets.storage.io_manager import StageStorageError
+from dd_assets.storage.records import StageStorageError
 from dd_assets_tests.helpers import expression_builder, materialize, metadata_of, sampler_builder
 
 KEYS = ["0", "1", "2"]
@@ -315,7 +315,7 @@ def test_partition_keys_never_escape_their_folder_and_every_key_gets_its_own(io_
     assert [io_manager.read_stage("dots", "a", k).num_rows for k in keys] == [3, 3, 3]
     assert io_manager.read_stage("dots", "a").num_rows == 9
 
-    from dd_assets.storage.io_manager import partition_dir_name
+    from dd_assets.storage.layout import partition_dir_name
 
     tricky = ["", ".", "..", ".hidden", "a/b", "a%2Fb", "%", "%2E", "~", "-x", "x" * 255, "x" * 256, "é" * 200]
     names = [partition_dir_name(k) for k in tricky]

@@ -280,7 +280,7 @@ class ConcurrentWorkflowRun:
         key = run.upstream_keys[dep]
         if isinstance(dep, dg.AssetKey):
             return external_values[key]
-        reconcile_if_idle(self.io_manager, self.workflow.name, dep, key, self.context.instance, self.context.log)
+        reconcile_if_idle(self.io_manager.store, self.workflow.name, dep, key, self.context.instance, self.context.log)
         return self.io_manager.read_stage(self.workflow.name, dep, partitions_def=None)  # no partitions here
 
 

@@ -24,8 +24,10 @@ from dd_assets.run.stage_output import parquet_files, write_empty
 from dd_assets.run.stage_scope import StageScope
 from dd_assets.spec.column_schema import stage_column_schema
 from dd_assets.spec.versioning import parquet_data_version
+from dd_assets.storage.dagster_agreement import VERSION_METADATA_KEY
 from dd_assets.storage.dataset import StageDataset
-from dd_assets.storage.io_manager import VERSION_METADATA_KEY, VERSIONS_DIR, StageOutput
+from dd_assets.storage.layout import VERSIONS_DIR
+from dd_assets.storage.publish import StageOutput
 from dd_assets.storage.stage_lock import StageLock
 
 

@@ -29,7 +29,7 @@ from dd_assets.run.stage_cost import spend_of_failure
 from dd_assets.run.stage_inputs import StageInputs, prepare_inputs
 from dd_assets.run.stage_output import override_files, selected_files
 from dd_assets.run.stage_scope import StageFailure, StageScope
-from dd_assets.storage.io_manager import StageRecordUnreadableError, StageStorageError
+from dd_assets.storage.records import StageRecordUnreadableError, StageStorageError
 from dd_assets.storage.stage_lock import StageBusyError, StageLock
 
 

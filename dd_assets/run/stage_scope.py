@@ -11,7 +11,8 @@ from dd_assets.engine.resource import DataDesignerResource
 from dd_assets.engine.stage_context import StageContext
 from dd_assets.spec.secrets import redact
 from dd_assets.spec.workflow import Stage, Workflow
-from dd_assets.storage.io_manager import StageParquetIOManager, describe
+from dd_assets.storage.io_manager import StageParquetIOManager
+from dd_assets.storage.layout import describe
 
 
 class StageRunConfig(dg.Config):

@@ -9,22 +9,23 @@ records the committed version in Dagster and marks a run whose own process died 
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from dd_assets.storage.io_manager import (
-    STAGE_RECORD,
-    VERSION_METADATA_KEY,
-    StageParquetIOManager,
-    StageRecordUnreadableError,
-    describe,
-)
+from dd_assets.storage.layout import STAGE_RECORD, describe
+from dd_assets.storage.records import StageRecordUnreadableError
 from dd_assets.storage.stage_lock import StageBusyError, StageLock, process_is_gone
+
+if TYPE_CHECKING:
+    from dd_assets.storage.stage_store import StageStore
+
+VERSION_METADATA_KEY = "dd_assets/version"
+"""The materialization metadata naming the stored version a materialization records."""
 
 
 def reconcile(
-    io_manager: StageParquetIOManager,
+    store: StageStore,
     workflow: str,
     stage: str,
     asset_key: dg.AssetKey,
@@ -44,12 +45,12 @@ def reconcile(
     """
     where = describe(workflow, stage, partition)
     messages = []
-    dead_run = _run_that_died_holding(io_manager, instance, lock) if lock is not None else None
+    dead_run = _run_that_died_holding(store, instance, lock) if lock is not None else None
     if dead_run is not None:
         instance.report_run_failed(dead_run, f"{where}: the run's process died while writing the stage")
         messages.append(f"marked run {dead_run.run_id} failed: its process died while writing the stage")
-    record = io_manager.read_record(workflow, stage, partition)
-    repaired = io_manager.repair_data_link(workflow, stage, partition, record)
+    record = store.read_record(workflow, stage, partition)
+    repaired = store.repair_data_link(workflow, stage, partition, record)
     if repaired:
         messages.append(repaired)
     run = instance.get_run_by_id(record["run_id"]) if record and record.get("run_id") else None
@@ -69,7 +70,7 @@ def reconcile(
     return "; ".join(messages) or None
 
 
-def _run_that_died_holding(io_manager: StageParquetIOManager, instance: dg.DagsterInstance, lock: StageLock) -> Any:
+def _run_that_died_holding(store: StageStore, instance: dg.DagsterInstance, lock: StageLock) -> Any:
     """The run, still shown as started, whose processes died while one of them held ``lock``.
 
     Certain only on one machine: the lock file names a writer on this host that never released it, and both
@@ -77,7 +78,7 @@ def _run_that_died_holding(io_manager: StageParquetIOManager, instance: dg.Dagst
     multiprocess executor a live run process fails its own run when a step process dies.
     """
     owner = lock.previous_owner
-    if not io_manager.is_local or not isinstance(owner.get("run"), str) or owner.get("host") != socket.gethostname():
+    if not store.is_local or not isinstance(owner.get("run"), str) or owner.get("host") != socket.gethostname():
         return None
     run = instance.get_run_by_id(owner["run"])
     if run is None or run.status not in (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED):
@@ -88,7 +89,7 @@ def _run_that_died_holding(io_manager: StageParquetIOManager, instance: dg.Dagst
 
 
 def reconcile_if_idle(
-    io_manager: StageParquetIOManager,
+    store: StageStore,
     workflow: str,
     stage: str,
     asset_key: dg.AssetKey,
@@ -99,17 +100,17 @@ def reconcile_if_idle(
     """:func:`reconcile`, when no run is writing the stage right now (a reader never waits for a writer, and a
     writer arriving meanwhile waits the few milliseconds this takes)."""
     try:
-        if not (io_manager.stage_dir(workflow, stage, partition) / STAGE_RECORD).exists():
+        if not (store.stage_dir(workflow, stage, partition) / STAGE_RECORD).exists():
             return  # nothing published: nothing to reconcile, and a reader creates no folders
     except OSError:
         return
-    lock = io_manager.stage_lock(workflow, stage, run_id="reader", reader=True, partition=partition)
+    lock = store.stage_lock(workflow, stage, run_id="reader", reader=True, partition=partition)
     try:
         lock.acquire()
     except (StageBusyError, OSError):
         return
     try:
-        message = reconcile(io_manager, workflow, stage, asset_key, instance, lock, partition)
+        message = reconcile(store, workflow, stage, asset_key, instance, lock, partition)
         if message:
             log.warning(message)
     except StageRecordUnreadableError:

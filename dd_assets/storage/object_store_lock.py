@@ -25,10 +25,10 @@ takeover by one lease at most.
 Fencing. Clocks only decide who *generates*; they never decide what is *published*. A holder can pause (a GC pause,
 slow requests) after its last lease check for longer than its lease, so the commit is a compare-and-swap on the
 record itself: ``stage.json`` is written with ``If-Match`` on the ETag of the record this run read when it started
-publishing (``If-None-Match: *`` for a first publish, :func:`put_if`). A stale holder whose lease another writer
-took and committed under fails at its commit, and its cleanup removes only its own version folder. The cleanup of
-a commit that succeeded deletes only the version folders the committed record lists as ``superseded`` (those seen
-before the commit), never a folder that appeared after it.
+publishing (``If-None-Match: *`` for a first publish, :func:`~dd_assets.storage.conditional_write.put_if`). A
+stale holder whose lease another writer took and committed under fails at its commit, and its cleanup removes only
+its own version folder. The cleanup of a commit that succeeded deletes only the version folders the committed record
+lists as ``superseded`` (those seen before the commit), never a folder that appeared after it.
 
 The local ``fcntl`` lock (:class:`~dd_assets.storage.stage_lock.StageLock`) is taken first, so runs on one machine
 still queue the cheap way, and the work directory on the machine is guarded as before.
@@ -47,6 +47,7 @@ from typing import Any
 
 from upath import UPath
 
+from dd_assets.storage.conditional_write import bucket_key, precondition_failed, read_with_etag
 from dd_assets.storage.stage_lock import READER_GRACE_S, StageBusyError, StageLock, StageLockLostError
 
 logger = logging.getLogger(__name__)
@@ -60,57 +61,83 @@ def skew_margin(lease_s: float) -> float:
     return min(MAX_CLOCK_SKEW_S, lease_s / 4)
 
 
-class CommitConflictError(StageLockLostError):
-    """A conditional write found the object changed: another writer committed since this run read it."""
+def lease_body(owner: dict[str, Any], *, reader: bool, holder: str, expires: float) -> tuple[bytes, str]:
+    """A lease object's body, naming its holder and (on the holder's wall clock) when it expires, and its token."""
+    token = uuid.uuid4().hex
+    body = {
+        **owner,
+        "reader": reader,
+        "holder": holder,
+        "token": token,
+        "expires_at": expires,
+        "expires": datetime.fromtimestamp(expires, UTC).isoformat(),
+    }
+    return json.dumps(body).encode(), token
 
 
-# --- conditional reads and writes of one object ------------------------------------------------------------------
-def _bucket_key(path: UPath) -> tuple[str, str]:
-    bucket, _, key = path.path.partition("/")
-    return bucket, key
-
-
-def read_with_etag(path: UPath) -> tuple[bytes, str] | None:
-    """The bytes of an S3 object and their ETag, read in one GET; ``None`` when there is no such object."""
-    from fsspec.asyn import sync
-
-    fs = path.fs
-    bucket, key = _bucket_key(path)
-
-    async def get() -> tuple[bytes, str]:
-        response = await fs._call_s3("get_object", Bucket=bucket, Key=key)
-        async with response["Body"] as stream:
-            return await stream.read(), response["ETag"]
-
-    try:
-        return sync(fs.loop, get)
-    except FileNotFoundError:
+def read_lease(path: UPath) -> tuple[dict, str] | None:
+    """The lease now on the store and its ETag (read in one GET), or ``None`` when there is none."""
+    found = read_with_etag(path)
+    if found is None:
         return None
-
-
-def put_if(path: UPath, body: bytes, etag: str | None) -> str:
-    """Write an S3 object only if it still has ``etag`` (``None``: only if it does not exist); returns its new ETag.
-
-    Raises :class:`CommitConflictError` when the object changed (or appeared, or vanished) meanwhile.
-    """
-    bucket, key = _bucket_key(path)
-    condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+    body, etag = found
     try:
-        return path.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=body, **condition)["ETag"]
-    except FileNotFoundError:  # If-Match on an object that is gone
-        raise CommitConflictError(f"{path} was removed since it was read") from None
-    except OSError as exc:
-        if not precondition_failed(exc):
-            raise
-        raise CommitConflictError(f"{path} was changed by another writer since it was read") from None
+        lease = json.loads(body)
+    except ValueError:
+        lease = {}
+    return (lease if isinstance(lease, dict) else {}), etag
 
 
-def precondition_failed(exc: BaseException) -> bool:
-    """True when S3 refused a conditional request because its condition did not hold (HTTP 412)."""
-    if isinstance(exc, FileExistsError):  # s3fs's name for a failed If-None-Match
-        return True
-    response = getattr(exc.__cause__, "response", None) or {}
-    return response.get("Error", {}).get("Code") == "PreconditionFailed"
+def describe_holder(lease: dict, keys: tuple[str, ...]) -> str:
+    """``run r, host h, ...`` of a lease body, for messages."""
+    return ", ".join(f"{k} {lease[k]}" for k in keys if k in lease) or "holder unknown"
+
+
+class LeaseLoss:
+    """Whether a holder lost its lease, for good, and the callbacks to run when it does."""
+
+    def __init__(self, what: str, lease_path: UPath):
+        self.what = what
+        self.lease_path = lease_path
+        self.reason: str | None = None
+        self._callbacks: list[Callable[[str], Any]] = []
+        self._lock = threading.Lock()
+
+    def declare(self, reason: str) -> None:
+        """Record that the lease is lost (the first reason counts) and run the callbacks."""
+        with self._lock:
+            if self.reason is not None:
+                return
+            self.reason = reason
+            callbacks = list(self._callbacks)
+        logger.warning("%s: lost the lease %s: %s", self.what, self.lease_path, reason)
+        for callback in callbacks:
+            self._notify(callback)
+
+    def _notify(self, callback: Callable[[str], Any]) -> None:
+        try:
+            callback(
+                f"{self.what}: this run lost the stage's lease {self.lease_path} ({self.reason}); another run may be "
+                "writing the stage, so this run stopped and will not publish"
+            )
+        except Exception as exc:  # noqa: BLE001 - a callback must never break the lease
+            logger.warning("%s: a lost-lease callback failed: %s", self.what, exc)
+
+    def when_lost(self, callback: Callable[[str], Any]) -> Callable[[], None]:
+        """Call ``callback(message)`` once if the lease is lost (at once if it already is); returns an undo."""
+        with self._lock:
+            lost = self.reason is not None
+            if not lost:
+                self._callbacks.append(callback)
+        if lost:
+            self._notify(callback)
+
+        def forget() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return forget
 
 
 class ObjectStoreLock:
@@ -146,34 +173,22 @@ class ObjectStoreLock:
         self._etag: str | None = None
         self._valid_until = 0.0  # monotonic: the lease is ours until then
         self._sent: dict[str, float] = {}  # token of a renewal whose answer is unknown -> when it was sent
-        self._lost: str | None = None
-        self._on_lost: list[Callable[[str], Any]] = []
+        self._loss = LeaseLoss(what, lease_path)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._state = threading.Lock()  # the fields above
+        self._state = threading.Lock()  # the lease fields above
         self._io = threading.Lock()  # one lease request at a time: renewal, check, release
 
     # --- S3 calls ------------------------------------------------------------------------------
     def _call(self, method: str, **kwargs: Any) -> dict:
-        bucket, key = _bucket_key(self.lease_path)
+        bucket, key = bucket_key(self.lease_path)
         return self.lease_path.fs.call_s3(method, Bucket=bucket, Key=key, **kwargs)
-
-    def _body(self) -> tuple[bytes, str]:
-        expires = self.clock() + self.lease_s
-        token = uuid.uuid4().hex
-        body = {
-            **self.owner,
-            "reader": self.reader,
-            "holder": self._holder,
-            "token": token,
-            "expires_at": expires,
-            "expires": datetime.fromtimestamp(expires, UTC).isoformat(),
-        }
-        return json.dumps(body).encode(), token
 
     def _put_lease(self, **condition: str) -> None:
         """Write a new lease body under ``condition``; on success it is ours for ``lease_s`` from the send."""
-        body, token = self._body()
+        body, token = lease_body(
+            self.owner, reader=self.reader, holder=self._holder, expires=self.clock() + self.lease_s
+        )
         sent = time.monotonic()
         with self._state:
             self._sent[token] = sent
@@ -181,18 +196,6 @@ class ObjectStoreLock:
         with self._state:
             self._etag, self._valid_until = etag, sent + self.lease_s
             self._sent.clear()
-
-    def _current(self) -> tuple[dict, str] | None:
-        """The lease now on the store and its ETag (read in one GET), or ``None`` when there is none."""
-        found = read_with_etag(self.lease_path)
-        if found is None:
-            return None
-        body, etag = found
-        try:
-            lease = json.loads(body)
-        except ValueError:
-            lease = {}
-        return (lease if isinstance(lease, dict) else {}), etag
 
     # --- the lock ------------------------------------------------------------------------------
     @property
@@ -226,7 +229,7 @@ class ObjectStoreLock:
                 return
             except FileExistsError:
                 pass
-            found = self._current()
+            found = read_lease(self.lease_path)
             if found is None:
                 continue  # released between our PUT and GET: try again
             lease, etag = found
@@ -241,9 +244,9 @@ class ObjectStoreLock:
                     continue
             held_by_reader = bool(lease.get("reader"))
             if time.monotonic() >= deadline and not (held_by_reader and time.monotonic() < reader_deadline):
-                holder = ", ".join(f"{k} {lease[k]}" for k in ("run", "host", "pid", "expires") if k in lease)
+                holder = describe_holder(lease, ("run", "host", "pid", "expires"))
                 raise StageBusyError(
-                    f"{self.what} is being materialized by another run ({holder or 'holder unknown'}; lease "
+                    f"{self.what} is being materialized by another run ({holder}; lease "
                     f"{self.lease_path}); this run did not touch it. Retry when that run ends, or set "
                     "StageParquetIOManager(lock_timeout_s=...) to wait"
                 )
@@ -276,7 +279,7 @@ class ObjectStoreLock:
                     taken, error = None, exc
                 if taken is not None:
                     if taken:
-                        self._declare_lost(taken)
+                        self._loss.declare(taken)
                         return None
                     return True
         if self.lost_reason is None:
@@ -292,13 +295,12 @@ class ObjectStoreLock:
     def _adopt_if_mine(self) -> str | None:
         """After a refused renewal: ``""`` if the lease on the store is still ours (a renewal whose answer was lost
         landed: take its ETag), else why it is not (taken over, removed). Call it holding ``_io``."""
-        found = self._current()
+        found = read_lease(self.lease_path)
         if found is None:
             return "the lease was removed"
         lease, etag = found
         if lease.get("holder") != self._holder:
-            holder = ", ".join(f"{k} {lease[k]}" for k in ("run", "host", "pid") if k in lease)
-            return f"the lease was taken over by another run ({holder or 'holder unknown'})"
+            return f"the lease was taken over by another run ({describe_holder(lease, ('run', 'host', 'pid'))})"
         with self._state:
             sent = self._sent.get(str(lease.get("token")))
             if sent is not None:
@@ -311,7 +313,7 @@ class ObjectStoreLock:
         """Declare the lease lost at its deadline, even while a renewal request hangs."""
         while True:
             with self._state:
-                if self._etag is None or self._lost is not None:
+                if self._etag is None or self._loss.reason is not None:
                     return
                 remaining = self._valid_until - time.monotonic()
             if remaining <= 0:
@@ -324,45 +326,14 @@ class ObjectStoreLock:
     def lost_reason(self) -> str | None:
         """Why this holder lost its lease (for good), or ``None`` while it holds it by its own clock."""
         with self._state:
-            reason, held, valid_until = self._lost, self._etag is not None, self._valid_until
-        if reason is None and held and time.monotonic() >= valid_until:
-            self._declare_lost(f"no renewal succeeded for {self.lease_s:g} s (lock_lease_s), so it may have expired")
-        return self._lost
-
-    def _declare_lost(self, reason: str) -> None:
-        with self._state:
-            if self._lost is not None:
-                return
-            self._lost = reason
-            callbacks = list(self._on_lost)
-        logger.warning("%s: lost the lease %s: %s", self.what, self.lease_path, reason)
-        for callback in callbacks:
-            self._notify(callback)
-
-    def _notify(self, callback: Callable[[str], Any]) -> None:
-        try:
-            callback(
-                f"{self.what}: this run lost the stage's lease {self.lease_path} ({self._lost}); another run may be "
-                "writing the stage, so this run stopped and will not publish"
-            )
-        except Exception as exc:  # noqa: BLE001 - a callback must never break the lease
-            logger.warning("%s: a lost-lease callback failed: %s", self.what, exc)
+            held, valid_until = self._etag is not None, self._valid_until
+        if self._loss.reason is None and held and time.monotonic() >= valid_until:
+            self._loss.declare(f"no renewal succeeded for {self.lease_s:g} s (lock_lease_s), so it may have expired")
+        return self._loss.reason
 
     def when_lost(self, callback: Callable[[str], Any]) -> Callable[[], None]:
         """Call ``callback(message)`` once if the lease is lost (at once if it already is); returns an undo."""
-        with self._state:
-            lost = self._lost is not None
-            if not lost:
-                self._on_lost.append(callback)
-        if lost:
-            self._notify(callback)
-
-        def forget() -> None:
-            with self._state:
-                if callback in self._on_lost:
-                    self._on_lost.remove(callback)
-
-        return forget
+        return self._loss.when_lost(callback)
 
     def check_held(self) -> None:
         """Raise :class:`StageLockLostError` unless this run still holds both its local lock and its lease."""
@@ -379,7 +350,7 @@ class ObjectStoreLock:
                         reason = f"the lease could not be read ({type(exc).__name__}: {exc})"
                         raise self._lost_error(reason) from None
             if reason is not None:
-                self._declare_lost(reason)
+                self._loss.declare(reason)
             reason = self.lost_reason
         if reason is not None:
             raise self._lost_error(reason)

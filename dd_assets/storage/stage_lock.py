@@ -108,7 +108,8 @@ class StageLock:
         """Call ``callback(message)`` if the lock is lost while held; returns an undo.
 
         An ``flock`` is never taken away from a live holder (a removed lock file is found by :meth:`check_held`),
-        so this lock never calls it; :class:`~dd_assets.storage.object_store_lock.ObjectStoreLock` does when its lease is lost.
+        so this lock never calls it; :class:`~dd_assets.storage.object_store_lock.ObjectStoreLock` does when its
+        lease is lost.
         """
         return lambda: None
 

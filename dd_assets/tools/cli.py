@@ -38,7 +38,8 @@ from dd_assets.assets.translator import IO_MANAGER_KEY, RESOURCE_KEY
 from dd_assets.spec.definition_error import WorkflowDefinitionError
 from dd_assets.spec.secrets import redact
 from dd_assets.spec.workflow import Stage, Workflow
-from dd_assets.storage.io_manager import StageParquetIOManager, StageStorageError
+from dd_assets.storage.io_manager import StageParquetIOManager
+from dd_assets.storage.records import StageStorageError
 
 EXPORT_SUFFIXES = (".jsonl", ".csv", ".parquet")
 
