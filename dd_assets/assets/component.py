@@ -181,7 +181,7 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
         )
 
     def shared_resources(self, tree: dg.ComponentTree) -> tuple[DataDesignerResource, StageParquetIOManager]:
-        """The resources of the first workflow component of ``tree`` configured like this one.
+        """Each resource of this component as the first workflow component of ``tree`` configured alike holds it.
 
         Dagster merges the Definitions of a code location's components only when a resource key holds the very
         same object in both (``Definitions.merge`` compares with ``is``), so components configured alike share
@@ -192,8 +192,11 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
             components = tree.get_all_components(DataDesignerWorkflowComponent)
         except Exception:  # a tree of no defs folder (ComponentTree.for_test()); a sibling that does not load fails
             components = []  # when Dagster reaches it, with Dagster's own message
-        alike = (component for component in components if component.resources == self.resources)
-        return next(alike, self).resources
+        held = [component.resources for component in components]
+        data_designer, io_manager = self.resources
+        data_designer = next((held_dd for held_dd, _ in held if held_dd == data_designer), data_designer)
+        io_manager = next((held_io for _, held_io in held if held_io == io_manager), io_manager)
+        return data_designer, io_manager
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         folder = Path(context.path)
