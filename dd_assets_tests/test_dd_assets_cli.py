@@ -320,14 +320,16 @@ def _odd_values(path: Path) -> None:
 
 
 def _exported(tmp_path, io_manager, instance, monkeypatch):
-    from dd_assets import Stage, Workflow, build_workflow_definitions, cli
+    from dd_assets import Stage, Workflow, build_workflow_definitions
+    from dd_assets.tools import cli
+    from dd_assets.tools.code_location import CodeLocation
     from dd_assets_tests.helpers import materialize, sampler_builder
 
     _odd_values(tmp_path / "odd.parquet")
     workflow = Workflow(name="odd", stages=[Stage(name="a", config=sampler_builder(), num_records=4)])
     override = {"ops": {"odd__a": {"config": {"output_override": str(tmp_path / "odd.parquet")}}}}
     assert materialize(workflow, io_manager, instance, run_config=override).success
-    location = cli.CodeLocation(
+    location = CodeLocation(
         defs=build_workflow_definitions(workflow, io_manager=io_manager), workflows={"odd": workflow}
     )
     monkeypatch.setattr(cli, "load_code_location", lambda module, file: location)

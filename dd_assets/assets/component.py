@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -166,21 +165,44 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
         except WorkflowDefinitionError as exc:
             raise exc.with_file(file) from None
 
-    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        folder = Path(context.path)
-        try:
-            workflow = self.load_workflow(folder)
-        except WorkflowDefinitionError as exc:  # the project's other components still load (dd_assets/load_errors.py)
-            failures: list[WorkflowLoadFailure] = []
-            keep_or_raise(failures, WorkflowLoadFailure(file=exc.file or str(folder), error=exc, name=folder.name))
-            return dg.Definitions(assets=[load_error_asset(failure) for failure in failures])
-        data_designer, io_manager = shared_resources(
+    @functools.cached_property
+    def resources(self) -> tuple[DataDesignerResource, StageParquetIOManager]:
+        """This component's ``data_designer`` resource and ``dd_stage_io_manager``, made once from its attributes."""
+        return workflow_resources(
             base_dir=self.base_dir,
             model_providers=self.model_providers,
             run_config=self.run_config,
             prices=self.prices,
             stall_timeout_s=self.stall_timeout_s,
         )
+
+    def shared_resources(self, tree: dg.ComponentTree) -> tuple[DataDesignerResource, StageParquetIOManager]:
+        """Each resource of this component as the first workflow component of ``tree`` configured alike holds it.
+
+        Dagster merges the Definitions of a code location's components only when a resource key holds the very
+        same object in both (``Definitions.merge`` compares with ``is``), so components configured alike share
+        one component's objects. Components configured otherwise cannot live in one code location, and Dagster
+        says so when definitions load ("different resources with same key").
+        """
+        try:
+            components = tree.get_all_components(DataDesignerWorkflowComponent)
+        except Exception:  # a tree of no defs folder (ComponentTree.for_test()); a sibling that does not load fails
+            components = []  # when Dagster reaches it, with Dagster's own message
+        held = [component.resources for component in components]
+        data_designer, io_manager = self.resources
+        data_designer = next((held_dd for held_dd, _ in held if held_dd == data_designer), data_designer)
+        io_manager = next((held_io for _, held_io in held if held_io == io_manager), io_manager)
+        return data_designer, io_manager
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        folder = Path(context.path)
+        try:
+            workflow = self.load_workflow(folder)
+        except WorkflowDefinitionError as exc:  # the project's other components still load (assets/load_errors.py)
+            failures: list[WorkflowLoadFailure] = []
+            keep_or_raise(failures, WorkflowLoadFailure(file=exc.file or str(folder), error=exc, name=folder.name))
+            return dg.Definitions(assets=[load_error_asset(failure) for failure in failures])
+        data_designer, io_manager = self.shared_resources(context.component_tree)
         return build_workflow_definitions(
             workflow,
             data_designer=data_designer,
@@ -238,10 +260,7 @@ def _attributes_model(component: type[dg.Resolvable]) -> type[BaseModel]:
     return type(base)(base.__name__, (base,), namespace)
 
 
-_SHARED_RESOURCES: dict[str, Any] = {}
-
-
-def shared_resources(
+def workflow_resources(
     *,
     base_dir: str = "data",
     model_providers: list[dict[str, Any]] | None = None,
@@ -249,29 +268,11 @@ def shared_resources(
     prices: dict[str, dict[str, float]] | None = None,
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
 ) -> tuple[DataDesignerResource, StageParquetIOManager]:
-    """The ``data_designer`` and ``dd_stage_io_manager`` objects components with these settings share.
-
-    Definitions built with them merge with the components' Definitions of the same settings (Dagster merges a
-    resource key only when both sides hold the very same object).
-    """
-    data_designer = _shared(
-        DataDesignerResource,
+    """The ``data_designer`` resource and the ``dd_stage_io_manager`` of a workflow component with these settings."""
+    data_designer = DataDesignerResource(
         model_providers=model_providers,
         run_config=run_config or {},
         prices=prices or {},
         stall_timeout_s=stall_timeout_s,
     )
-    return data_designer, _shared(StageParquetIOManager, base_dir=base_dir)
-
-
-def _shared(cls: type, **config: Any) -> Any:
-    """One resource object per configuration, so the Definitions of several components merge.
-
-    Dagster merges component Definitions only when a resource key maps to the very same object. Components
-    that configure the shared resources differently (another ``base_dir``, other providers) cannot live in
-    one code location, and Dagster says so when definitions load.
-    """
-    key = f"{cls.__name__}:{json.dumps(config, sort_keys=True, default=str)}"
-    if key not in _SHARED_RESOURCES:
-        _SHARED_RESOURCES[key] = cls(**config)
-    return _SHARED_RESOURCES[key]
+    return data_designer, StageParquetIOManager(base_dir=base_dir)

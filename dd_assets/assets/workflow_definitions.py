@@ -43,7 +43,8 @@ def build_workflow_definitions(
         max_concurrent_stages: in concurrent execution, at most this many stages at once (overrides each
             workflow's own cap when given).
         load_failures: workflow files that did not load (``load_workflow_dir(folder, failures=[])``): each becomes
-            an asset in the group ``load_errors`` whose description is the error (see :mod:`dd_assets.assets.load_errors`).
+            an asset in the group ``load_errors`` whose description is the error
+            (see :mod:`dd_assets.assets.load_errors`).
     """
     if execution is not None and execution not in EXECUTION_MODES:
         raise WorkflowDefinitionError(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from dd_assets.assets.component import shared_resources
+from dd_assets.assets.component import workflow_resources
+from dd_assets.assets.translator import IO_MANAGER_KEY, RESOURCE_KEY
 from dd_assets.assets.workflow_definitions import build_workflow_definitions
 from dd_assets.examples.doc_qa import doc_qa_workflow, llm_provider_from_env
 from dd_assets.examples.quickstart import quickstart_workflow
@@ -23,9 +24,9 @@ from dd_assets.spec.load_failures import WorkflowLoadFailure
 from dd_assets.spec.workflow import Workflow
 from dd_assets.spec.yaml_loader import load_workflow_dir, load_workflow_yaml
 
-PACKAGE_DIR = Path(__file__).parent
-DEFAULT_WORKFLOWS_DIR = PACKAGE_DIR / "workflows"
-EXAMPLES_YAML_DIR = PACKAGE_DIR / "examples" / "yaml"
+EXAMPLES_DIR = Path(__file__).parent
+DEFAULT_WORKFLOWS_DIR = EXAMPLES_DIR / "workflows"
+EXAMPLES_YAML_DIR = EXAMPLES_DIR / "yaml"
 
 
 def example_workflows(form: str) -> list[Workflow]:
@@ -41,17 +42,22 @@ def build_example_definitions() -> dg.Definitions:
     """Definitions of the example project, configured from the environment."""
     provider = llm_provider_from_env()
     workflows = example_workflows(os.environ.get("DD_ASSETS_EXAMPLE_FORM", "python"))
-    failures: list[WorkflowLoadFailure] = []  # a broken file: the others still load (dd_assets/load_errors.py)
+    failures: list[WorkflowLoadFailure] = []  # a broken file: the others still load (assets/load_errors.py)
     workflows += load_workflow_dir(os.environ.get("DD_ASSETS_WORKFLOWS_DIR", str(DEFAULT_WORKFLOWS_DIR)), failures)
-    # The same resource objects as components of these settings, so components scaffolded into this checkout load
-    # beside the examples (components configured otherwise fail with Dagster's "different resources" message).
-    data_designer, io_manager = shared_resources(
+    components = scaffolded_components()
+    data_designer, io_manager = workflow_resources(
         base_dir=os.environ.get("DD_ASSETS_BASE_DIR", "data"), model_providers=[provider] if provider else None
     )
+    # The components' very objects when they are configured alike, so the Definitions merge (Dagster merges a
+    # resource key only when both hold one object); components configured otherwise fail with Dagster's
+    # "different resources" message.
+    held = components.resources or {}
+    data_designer = held[RESOURCE_KEY] if held.get(RESOURCE_KEY) == data_designer else data_designer
+    io_manager = held[IO_MANAGER_KEY] if held.get(IO_MANAGER_KEY) == io_manager else io_manager
     example = build_workflow_definitions(
         workflows, load_failures=failures, data_designer=data_designer, io_manager=io_manager
     )
-    return dg.Definitions.merge(example, scaffolded_components())
+    return dg.Definitions.merge(example, components)
 
 
 def scaffolded_components() -> dg.Definitions:
@@ -59,10 +65,9 @@ def scaffolded_components() -> dg.Definitions:
 
     Only in the checkout (its pyproject.toml names that folder for ``dg``); an installed package has none.
     """
-    project_root = PACKAGE_DIR.parent
-    if not (project_root / "pyproject.toml").is_file():
+    if not (EXAMPLES_DIR.parent.parent / "pyproject.toml").is_file():
         return dg.Definitions()
-    return dg.load_from_defs_folder(path_within_project=PACKAGE_DIR)
+    return dg.load_from_defs_folder(path_within_project=EXAMPLES_DIR)
 
 
 defs = build_example_definitions()
