@@ -107,6 +107,32 @@ def test_no_module_or_class_too_big():
     assert too_big == [], "\n".join(too_big)
 
 
+# Dagster's private names dd_assets uses, each where it is used and why (a new one must be added here, with its reason).
+DAGSTER_PRIVATE_IMPORTS = {
+    "dd_assets.spec.yaml_values": {"dagster._utils.schedules": "is_valid_cron_schedule: as schedules check"},
+    "dd_assets.storage.dagster_agreement": {
+        "dagster._core.definitions.data_version": "CODE_VERSION_TAG, DATA_VERSION_TAG: recovered tags"
+    },
+    "dd_assets.run.progress": {"dagster._core.events": "EngineEventData: progress as events"},
+    "dd_assets.run.dask_executor": {
+        "dagster._core.execution.context.system": "PlanOrchestrationContext: the signature of Executor.execute"
+    },
+}
+
+
+def test_dagster_private_names_are_used_only_where_listed():
+    found: dict[str, set[str]] = {}
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dagster._"):
+                found.setdefault(name, set()).add(node.module)
+            elif isinstance(node, ast.Import):
+                found.setdefault(name, set()).update(a.name for a in node.names if a.name.startswith("dagster._"))
+    found = {name: imports for name, imports in found.items() if imports}
+    listed = {name: set(imports) for name, imports in DAGSTER_PRIVATE_IMPORTS.items()}
+    assert found == listed, "private Dagster imports differ from DAGSTER_PRIVATE_IMPORTS in this test"
+
+
 def test_the_graph_sees_lazy_imports_and_skips_type_checking(tmp_path):
     source = tmp_path / "sample.py"
     source.write_text(
@@ -117,3 +143,39 @@ def test_the_graph_sees_lazy_imports_and_skips_type_checking(tmp_path):
     )
     known = set(modules())
     assert imported_modules(source, known) == {"dd_assets.storage.lineage", "dd_assets.spec.workflow"}
+
+
+def summary(path: Path) -> str:
+    """A module's first docstring sentence, on one line."""
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[: end + 1]
+
+
+def module_tree() -> str:
+    """The package drawn as a tree, one line per module (docs/architecture.md holds it)."""
+    lines = ["dd_assets/"]
+    for name in ("__init__.py", "definitions.py"):
+        lines.append(f"├── {name:27} {summary(PACKAGE / name)}")
+    for i, layer_name in enumerate(LAYERS):
+        last = i == len(LAYERS) - 1
+        folder = PACKAGE / layer_name
+        lines.append(f"{'└' if last else '├'}── {layer_name + '/':27} {summary(folder / '__init__.py')}")
+        files = sorted(path for path in folder.glob("*.py") if path.name != "__init__.py")
+        for j, path in enumerate(files):
+            branch = "└" if j == len(files) - 1 else "├"
+            lines.append(f"{' ' if last else '│'}   {branch}── {path.name:23} {summary(path)}")
+    return "\n".join(lines)
+
+
+def test_the_architecture_doc_draws_every_module():
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    assert module_tree() in doc, (
+        "docs/architecture.md's tree differs from the package: print it anew with "
+        "`python -m dd_assets_tests.test_architecture` and paste it in"
+    )
+
+
+if __name__ == "__main__":
+    print(module_tree())

@@ -2,8 +2,8 @@
 
 One broken file in a folder of workflows used to take every workflow of the code location out of the UI, its error
 only under Deployment, inside a long trace. Now ``load_workflow_dir(folder, failures=[])`` (what the example project
-and the Component use) keeps each file's :class:`~dd_assets.spec.workflow.WorkflowDefinitionError` instead of raising
-it (:mod:`dd_assets.spec.load_failures`), the other files load, and
+and the Component use) keeps each file's :class:`~dd_assets.spec.definition_error.WorkflowDefinitionError`
+instead of raising it (:mod:`dd_assets.spec.load_failures`), the other files load, and
 ``build_workflow_definitions(..., load_failures=failures)`` defines one asset per broken file,
 ``load_errors/<file name>`` in the group ``load_errors``, whose description is the error (file, workflow, stage and
 field); materializing it fails with that error. Each error is also logged when definitions load.

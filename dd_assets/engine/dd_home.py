@@ -1,10 +1,11 @@
-"""Data Designer's default models and providers, read without ever writing Data Designer's home folder.
+"""Building a ``DataDesigner`` without writing Data Designer's home folder: the home-seeding switch.
 
 ``DataDesigner()`` writes ``~/.data-designer/model_configs.yaml`` and ``model_providers.yaml`` (NVIDIA and OpenAI
 defaults) the first time it is built, whether or not a stage uses a model. dd_assets writes nothing outside the
 project's folders: it reads those files when the user has them, and otherwise uses the same built-in defaults Data
-Designer would have written, in memory. ``DataDesigner.__init__`` calls the seeding function unconditionally, so
-dd_assets routes that call through a switch that is off only while dd_assets builds its own ``DataDesigner``.
+Designer would have written, in memory (:mod:`dd_assets.spec.default_models`). ``DataDesigner.__init__`` calls the
+seeding function unconditionally, so dd_assets routes that call through a switch that is off only while dd_assets
+builds its own ``DataDesigner``.
 """
 
 from __future__ import annotations

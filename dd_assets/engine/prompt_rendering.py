@@ -1,5 +1,8 @@
-"""How Data Designer renders an LLM column's prompts: the variables a template inserts, and the response recipe
-(output schema and format instructions of structured, judge and code columns) it adds to the prompts it sends."""
+"""How Data Designer renders an LLM column's prompts: the variables a template inserts, and the response recipe.
+
+The response recipe is the output schema and format instructions of structured, judge and code columns that Data
+Designer adds to the prompts it sends.
+"""
 
 from __future__ import annotations
 

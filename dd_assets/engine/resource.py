@@ -52,8 +52,8 @@ class DataDesignerResource(dg.ConfigurableResource):
             applied once per process. ``otel_metrics_port`` defaults to ``None`` (no port is bound).
         token_statistics: compute tiktoken token statistics (downloads a tokenizer; off by default).
         setup_hint: appended to "provider not configured" errors, to tell users how to configure one.
-        progress_every_s: while a stage generates, report its progress to the run's event log this often
-            (batches, records, requests, rate, time left); ``0`` turns it off.
+        progress_every_s: while a stage generates, report its progress to the run's event log as each batch
+            finishes and this often between batches (batches, records, requests, rate, time left); ``0`` turns it off.
         prices: dollars per million input and output tokens, keyed by model name or model alias
             (``{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}``); each stage then records ``dd_assets/cost_usd``.
         stall_timeout_s: a stage whose model calls wait this long without one success (every request answered

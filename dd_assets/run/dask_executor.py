@@ -19,7 +19,6 @@ import functools
 from collections.abc import Iterator
 
 import dagster as dg
-from dagster._core.definitions.executor_definition import multiple_process_executor_requirements
 from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster_dask.executor import DaskExecutor
 from dagster_dask.executor import dask_executor as _dagster_dask_executor
@@ -48,7 +47,7 @@ def _run_scoped(context_class: type) -> type:
 @dg.executor(
     name="dask",
     config_schema=_dagster_dask_executor.config_schema,
-    requirements=multiple_process_executor_requirements(),
+    requirements=dg.multiple_process_executor_requirements(),
 )
 def dask_executor(init_context: dg.InitExecutorContext) -> RunScopedDaskExecutor:
     """dagster-dask's executor with run-scoped task keys (see the module docstring); same configuration."""

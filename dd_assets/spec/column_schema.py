@@ -4,7 +4,7 @@ The columns come from the workflow's column flow (:mod:`dd_assets.spec.column_fl
 validation checks templates against. Data Designer's own output order can differ from run to run; the materialized
 schema shows the real one. Where the columns cannot be known without running (an external upstream, a callable
 ``combine``, ``on_success``), the stage gets no column schema before its first run. A materialization then records the
-real Arrow types with the same descriptions (:func:`dd_assets.metadata.column_schema`).
+real Arrow types with the same descriptions (:func:`dd_assets.run.metadata.column_schema`).
 """
 
 from __future__ import annotations

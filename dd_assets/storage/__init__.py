@@ -1,0 +1,1 @@
+"""Published stages: the storage layout, the StageStore (records, reads, publish), locks and the IO manager."""

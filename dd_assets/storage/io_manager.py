@@ -50,8 +50,9 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         lock_lease_s: on an ``s3://`` base_dir, how long a writer's lease lasts without renewal; a run that dies
             holding a stage is taken over this long after its last renewal (see
             ``dd_assets.storage.object_store_lock``).
-        checkpoint_every_s: on a URL base_dir, how often a running stage copies its finished batches to the store
-            so a retry on another machine resumes them (see ``dd_assets.run.remote_checkpoint``); 0 turns it off.
+        checkpoint_every_s: on a URL base_dir, a running stage copies each batch to the store as it finishes, so a
+            retry on another machine resumes them, and Data Designer's metadata and the tokens spent this often
+            between batches (see ``dd_assets.run.remote_checkpoint``); 0 turns it off.
     """
 
     # Validation errors never echo the input: storage options may hold a credential.

@@ -1,0 +1,1 @@
+"""Commands over a code location: the ``dd-assets`` CLI and the estimate."""

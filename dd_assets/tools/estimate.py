@@ -1,8 +1,8 @@
 """An estimate before spending: records, LLM columns, model requests and a cost range per stage, without a model call.
 
 ``estimate(workflow)`` (and ``dd-assets estimate WORKFLOW[/STAGE]``) follows each stage's record count through
-the workflow the way a run resolves it (:func:`dd_assets.run.seeds.resolve_num_records`). Every LLM column makes one
-request per record (retries of failed requests come on top). The token range, and with prices the cost range:
+the workflow the way a run resolves it (:func:`dd_assets.spec.seed_files.resolve_num_records`). Every LLM column
+makes one request per record (retries of failed requests come on top). The token range, and with prices the cost range:
 
 - low: the prompt templates' own text at four characters per token, nothing substituted, a one-token answer,
   one request per record and column;
