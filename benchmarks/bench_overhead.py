@@ -12,7 +12,7 @@ derives a straight line ``seconds = fixed + rows * per_row`` for each side and p
 and the same figures per pair (each pair times all four runs), for their spread; then all of it again for the
 processes' CPU time (user + system), which a machine loaded by other work disturbs less than wall time.
 
-    python benchmarks/bench_overhead.py                    # --pairs 5 --sizes 2000 20000: about 6 min on 2 cores
+    python benchmarks/bench_overhead.py                    # --pairs 5 --sizes 2000 20000: ~7 min on 2 quiet cores
     python benchmarks/bench_overhead.py --pairs 2          # a quick look
 """
 
