@@ -25,33 +25,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.processes import offline_env, timed  # noqa: E402
+from benchmarks.processes import BIN, offline_env, run_workflow, timed  # noqa: E402
 
-BIN = Path(sys.executable).parent
 BRANCHES = HERE / "branch_workflow.py"
 LINEAR = HERE / "linear_workflow.py"
-
-
-def _run(kind: str, workflow_file: Path, env: dict[str, str]) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**env, "DD_ASSETS_BASE_DIR": str(Path(tmp) / "data")}
-        if kind == "composite":
-            cmd = [sys.executable, str(workflow_file), "composite", str(Path(tmp) / "artifacts")]
-        else:
-            execution, _, executor = kind.partition(":")
-            env.update(BENCH_EXECUTION=execution, BENCH_EXECUTOR=executor or "in_process")
-            cmd = [str(BIN / "dagster"), "asset", "materialize", "-f", str(workflow_file), "--select", "*"]
-        return timed(cmd, env, tmp)
 
 
 def _compare(label: str, kinds: list[str], workflow_file: Path, env: dict[str, str], repeats: int) -> dict:
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     for kind in kinds:  # untimed warm-up of each side
-        print(f"  warm-up  {kind:28s} {_run(kind, workflow_file, env):7.2f} s", flush=True)
+        print(f"  warm-up  {kind:28s} {run_workflow(kind, workflow_file, env):7.2f} s", flush=True)
     for index in range(repeats):
         order = kinds if index % 2 == 0 else list(reversed(kinds))
         for kind in order:
-            elapsed = _run(kind, workflow_file, env)
+            elapsed = run_workflow(kind, workflow_file, env)
             times[kind].append(elapsed)
             print(f"  run {index + 1}    {kind:28s} {elapsed:7.2f} s", flush=True)
     medians = {kind: statistics.median(values) for kind, values in times.items()}
@@ -81,7 +68,7 @@ def shared_admission(server, homes: Path, rows: int) -> None:
     env = {**offline_env(homes), "BENCH_ENDPOINT": server.endpoint, "BENCH_ROWS": str(rows), "BENCH_ALIASES": "one"}
     server.reset()
     server.delay_s = 0.2
-    elapsed = _run("concurrent", BRANCHES, env)
+    elapsed = run_workflow("concurrent", BRANCHES, env)
     spans = [server.spans_matching(f"branch {i} about") for i in range(3)]
     windows = [(min(s for s, _ in span), max(e for _, e in span)) for span in spans]
     overlaps = sum(
@@ -144,7 +131,8 @@ def orchestration_overhead(homes: Path, records: int, repeats: int) -> None:
     )
     small = {**env, "BENCH_NUM_RECORDS": "10"}
     fixed = {
-        kind: statistics.median([_run(kind, LINEAR, small) for _ in range(3)]) for kind in ("composite", "per_stage")
+        kind: statistics.median([run_workflow(kind, LINEAR, small) for _ in range(3)])
+        for kind in ("composite", "per_stage")
     }
     print(
         f"  at 10 rows (fixed cost per process): dd_assets {fixed['per_stage']:.2f} s, "

@@ -18,9 +18,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-BIN = Path(sys.executable).parent
 
-from benchmarks.processes import offline_env, timed  # noqa: E402
+from benchmarks.processes import offline_env, run_workflow  # noqa: E402
 
 WORKFLOW = HERE / "linear_workflow.py"
 
@@ -39,16 +38,10 @@ def main() -> None:
             kinds = ("composite", "dd_assets") if index % 2 else ("dd_assets", "composite")
             schedule += [(f"run {index + 1}", kind) for kind in kinds]
         for label, kind in schedule:
-            with tempfile.TemporaryDirectory() as tmp:
-                env = {**base_env, "DD_ASSETS_BASE_DIR": str(Path(tmp) / "data")}
-                if kind == "dd_assets":
-                    cmd = [str(BIN / "dagster"), "asset", "materialize", "-f", str(WORKFLOW), "--select", "*"]
-                else:
-                    cmd = [sys.executable, str(WORKFLOW), "composite", str(Path(tmp) / "artifacts")]
-                elapsed = timed(cmd, env, tmp)
-                if label != "warm-up":
-                    times[kind].append(elapsed)
-                print(f"{label:8s} {kind:10s} {elapsed:7.2f} s", flush=True)
+            elapsed = run_workflow("per_stage" if kind == "dd_assets" else "composite", WORKFLOW, base_env)
+            if label != "warm-up":
+                times[kind].append(elapsed)
+            print(f"{label:8s} {kind:10s} {elapsed:7.2f} s", flush=True)
 
     ours, theirs = statistics.median(times["dd_assets"]), statistics.median(times["composite"])
     print(f"\n{args.num_records} rows, 3 stages, {args.repeats} runs each (median wall time, whole processes)")
