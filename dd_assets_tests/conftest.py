@@ -9,6 +9,10 @@ import tempfile
 from pathlib import Path
 
 os.environ["NEMO_TELEMETRY_ENABLED"] = "false"
+# The checkout on every subprocess's path: the wheel (and so the editable install) holds the library only, and the
+# subprocesses of the end-to-end tests import fixture modules of dd_assets_tests.
+CHECKOUT = str(Path(__file__).resolve().parent.parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (CHECKOUT, os.environ.get("PYTHONPATH")) if p)
 
 # Tests never reach the internet: the test process refuses to look up or connect to any host but this machine's
 # (subprocesses the tests start run their own checks, e.g. fixtures/network_audit.py).
