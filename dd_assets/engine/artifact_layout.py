@@ -6,7 +6,8 @@ A stage generates with ``dataset_name="artifacts"``, so Data Designer writes und
 - ``tmp-partial-parquet-files/``: the batch in progress (resume discards it);
 - ``dropped-columns-parquet-files/batch_N.parquet`` and ``processors-files/<processor>/batch_N.parquet``: written
   beside each batch;
-- ``metadata.json``: the run's buffer size, target records and config hash (what resume reads).
+- ``metadata.json``: the run's buffer size, target records and config hash (what resume reads);
+- ``output-processors/``: the second ``create()`` that runs a stage's ``output_processors`` on its output.
 
 Every module that reads or writes these names takes them from here.
 """
@@ -18,9 +19,11 @@ from pathlib import Path
 DATASET_NAME = "artifacts"
 BATCHES = "parquet-files"
 PARTIAL_BATCHES = "tmp-partial-parquet-files"
+BATCH_GLOB = "batch_*.parquet"
 DROPPED_COLUMNS = "dropped-columns-parquet-files"
 PROCESSOR_OUTPUTS = "processors-files"
 METADATA = "metadata.json"
+OUTPUT_PROCESSORS_DATASET = "output-processors"  # the dataset of the second create() of a stage's output_processors
 
 
 def artifacts_dir(work_dir: Path) -> Path:

@@ -182,7 +182,7 @@ PRIVATE_SURFACES: tuple[PrivateSurface, ...] = (
     ),
     PrivateSurface(
         "the message 'Cannot resume' of a refused ResumeMode.ALWAYS",
-        "run.stage_run: starts refused work afresh (no Data Designer version raises a distinct error for it)",
+        "run.generation: starts refused work afresh (no Data Designer version raises a distinct error for it)",
         at_import=False,
     ),
 )

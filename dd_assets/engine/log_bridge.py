@@ -23,7 +23,8 @@ from dd_assets.spec.secrets import redact
 DATA_DESIGNER_LOGGER = "data_designer"
 FLUSH_INTERVAL_S = 5.0
 """How often queued INFO lines are written, as one event: each event-log write costs CPU beside the generation threads
-and a few fsyncs of the instance's database, so they are grouped as seldom as the progress reports come (5 s)."""
+and a few fsyncs of the instance's database, so they are grouped: one event every 5 s at most, the cadence of the
+progress reports."""
 
 
 class DagsterLogHandler(logging.Handler):

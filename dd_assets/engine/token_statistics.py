@@ -38,7 +38,7 @@ def install_token_statistics_switch() -> None:
 
     calculations.count_text_tokens = _count_tokens_if_enabled
     # Off, the LLM columns' token statistics are not attempted at all: attempted, Data Designer logs two warnings
-    # per LLM column for the refusal above. A stage run says once that they are off (StageRun._generate).
+    # per LLM column for the refusal above. A stage run says once that they are off (run.generation.Generation.run).
     column_statistics.calculate_token_stats = _token_stats_if_enabled
 
 

@@ -158,9 +158,12 @@ class Generation:
         scope = self.scope
 
         def batch_completed(path: Path | str) -> None:  # Data Designer's on_batch_complete: both only take note
-            progress.batch_completed(path)
-            if checkpoint is not None:
-                checkpoint.batch_completed(path)
+            try:
+                progress.batch_completed(path)
+                if checkpoint is not None:
+                    checkpoint.batch_completed(path)
+            except Exception as exc:  # noqa: BLE001 - an exception here would abort Data Designer's run
+                scope.context.log.warning(f"{scope.where}: noting finished batch {path} failed: {exc}")
 
         def create(resume: ResumeMode) -> Any:
             return data_designer.create(
@@ -222,7 +225,7 @@ class Generation:
         return result
 
     def _run_output_processors(self, data_designer: Any, builder: DataDesignerConfigBuilder, result: Any) -> Any:
-        output_dir = self.artifacts_dir / "output-processors"
+        output_dir = self.artifacts_dir / artifact_layout.OUTPUT_PROCESSORS_DATASET
         if output_dir.exists():
             shutil.rmtree(output_dir)
         processor_builder = output_processors_builder(
@@ -231,6 +234,6 @@ class Generation:
         return data_designer.create(
             processor_builder,
             num_records=self.record["num_records_actual"],
-            dataset_name="output-processors",
+            dataset_name=artifact_layout.OUTPUT_PROCESSORS_DATASET,
             artifact_path=self.artifacts_dir,
         )

@@ -1,10 +1,12 @@
 """Progress of a running stage, as structured events in the run's event log.
 
 Data Designer calls ``create(..., on_batch_complete=...)`` with each batch file it has just finished
-(:meth:`StageProgress.batch_completed`): the stage reports then, with the batch counted. Between batches it reports
-every ``progress_every_s`` seconds (a ``DataDesignerResource`` setting, 5 s by default; ``0`` turns reports off), as
-the hook cannot: requests and time left move while a batch is generating, and one batch may take most of a run
-(Data Designer's default ``buffer_size`` is 1000 records). A report holds batches and records done of the total,
+(:meth:`StageProgress.batch_completed`): the stage reports then, with the batch counted, but at most once every
+``progress_every_s`` seconds (a ``DataDesignerResource`` setting, 5 s by default; ``0`` turns reports off), so that
+batches finishing close together share a report and the event log grows with time, not with batches. Between
+batches it reports every ``progress_every_s`` seconds too, as the hook cannot: requests and time left move while a
+batch is generating, and one batch may take most of a run (Data Designer's default ``buffer_size`` is 1000
+records). A report holds batches and records done of the total,
 model requests succeeded and failed, records per second and the estimated time left; it is an engine event with
 that metadata, written straight to the event log (so it shows while the step runs, not when it ends), and a log
 line. The final figures go into the materialization metadata (:meth:`StageProgress.final_metadata`).
@@ -30,7 +32,6 @@ import pyarrow.parquet as pq
 
 from dd_assets.engine import artifact_layout
 
-BATCHES = Path(artifact_layout.DATASET_NAME) / artifact_layout.BATCHES
 logger = logging.getLogger(__name__)
 
 
@@ -87,11 +88,16 @@ class StageProgress:
             self._thread = None
 
     def _loop(self) -> None:
+        last = time.monotonic()
         while True:
             self._batch_done.wait(self.every_s)  # a batch finished, or every_s passed without one
             if self._stop.is_set():
                 return
+            # At most one report per every_s: batches that finish close together share one, as before the hook.
+            if self._stop.wait(max(0.0, last + self.every_s - time.monotonic())):
+                return
             self._batch_done.clear()
+            last = time.monotonic()
             try:
                 figures = self.figures()
                 self.report(self.describe(figures), figures)
@@ -110,8 +116,8 @@ class StageProgress:
 
     def _count_folder(self) -> None:
         """Count the batch files in the work directory: those the hook did not name, and none that are gone."""
-        folder = self.work_dir / BATCHES
-        on_disk = {path.name: path for path in folder.glob("batch_*.parquet")} if folder.is_dir() else {}
+        folder = artifact_layout.batches_dir(self.work_dir)
+        on_disk = {path.name: path for path in folder.glob(artifact_layout.BATCH_GLOB)} if folder.is_dir() else {}
         self._rows = {name: rows for name, rows in self._rows.items() if name in on_disk}
         for name, path in on_disk.items():
             if name not in self._rows:

@@ -56,12 +56,6 @@ from dd_assets.storage.layout import remove_checkpoints
 
 logger = logging.getLogger(__name__)
 
-ARTIFACTS = artifact_layout.DATASET_NAME
-BATCHES = artifact_layout.BATCHES
-COMPANIONS = (artifact_layout.DROPPED_COLUMNS,)
-PROCESSOR_OUTPUTS = artifact_layout.PROCESSOR_OUTPUTS
-METADATA = artifact_layout.METADATA
-
 
 class RemoteCheckpoint:
     """The checkpoint of one work directory on the object store (see the module docstring)."""
@@ -80,20 +74,20 @@ class RemoteCheckpoint:
 
     @property
     def _local(self) -> Path:
-        return self.work_dir / ARTIFACTS
+        return self.work_dir / artifact_layout.DATASET_NAME
 
     @property
     def _remote(self) -> UPath:
-        return self.remote_dir / ARTIFACTS
+        return self.remote_dir / artifact_layout.DATASET_NAME
 
     # --- restoring -----------------------------------------------------------------------------
     def restore(self) -> int:
         """Download the checkpoint when this machine has no work of its own; returns the batches restored."""
         self._restore_tokens_spent()
-        if (self._local / METADATA).exists():
+        if (self._local / artifact_layout.METADATA).exists():
             return 0  # this machine's own work is at least as far along
         try:
-            if not (self._remote / METADATA).exists():
+            if not (self._remote / artifact_layout.METADATA).exists():
                 return 0
             files = [
                 path
@@ -104,7 +98,7 @@ class RemoteCheckpoint:
             return 0
         restored = 0
         prefix = self._remote.path.rstrip("/") + "/"
-        for path in sorted(files, key=lambda p: p.endswith(METADATA)):  # metadata.json last
+        for path in sorted(files, key=lambda p: p.endswith(artifact_layout.METADATA)):  # metadata.json last
             relative = path[len(prefix) :]
             target = self._local / relative
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -113,10 +107,10 @@ class RemoteCheckpoint:
             tmp.replace(target)
             with self._lock:
                 self.uploaded[relative] = _stamp(target)
-            if relative.startswith(f"{BATCHES}/"):
+            if relative.startswith(f"{artifact_layout.BATCHES}/"):
                 restored += 1
         if restored:
-            _drop_config_hash(self._local / METADATA)
+            _drop_config_hash(self._local / artifact_layout.METADATA)
         return restored
 
     # --- copying as it goes --------------------------------------------------------------------
@@ -157,7 +151,7 @@ class RemoteCheckpoint:
 
     def sync(self) -> int:
         """Copy every finished batch in the folder not copied yet, then ``metadata.json`` and the tokens spent."""
-        return self._copy(*sorted((self._local / BATCHES).glob("batch_*.parquet")))
+        return self._copy(*sorted((self._local / artifact_layout.BATCHES).glob(artifact_layout.BATCH_GLOB)))
 
     def _copy(self, *batches: Path) -> int:
         """Copy ``batches`` not copied yet (companions first), then ``metadata.json`` and the tokens spent if they
@@ -172,18 +166,18 @@ class RemoteCheckpoint:
                         self._put(companion)
                 self._put(batch)
                 copied += 1
-            metadata = self._local / METADATA
+            metadata = self._local / artifact_layout.METADATA
             if metadata.exists() and self._changed(metadata):
                 self._put(metadata)
             self._sync_tokens_spent()
-        except OSError as exc:  # a copy failure costs only the resume, never the run
+        except Exception as exc:  # noqa: BLE001 - a copy failure costs only the resume, never the run
             self.errors.append(str(exc))
             logger.warning("checkpointing %s to %s failed: %s", self.work_dir, self.remote_dir, exc)
         return copied
 
     def _companions(self, batch_name: str) -> list[Path]:
-        found = [self._local / folder / batch_name for folder in COMPANIONS]
-        found += list((self._local / PROCESSOR_OUTPUTS).glob(f"*/{batch_name}"))
+        found = [self._local / folder / batch_name for folder in (artifact_layout.DROPPED_COLUMNS,)]
+        found += list((self._local / artifact_layout.PROCESSOR_OUTPUTS).glob(f"*/{batch_name}"))
         return [path for path in found if path.is_file()]
 
     def _changed(self, path: Path) -> bool:

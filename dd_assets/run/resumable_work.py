@@ -19,9 +19,6 @@ import pyarrow.parquet as pq
 from dd_assets.engine import artifact_layout
 
 INPUTS_FILE = "inputs.json"
-ARTIFACTS = artifact_layout.DATASET_NAME
-BATCHES = artifact_layout.BATCHES
-PARTIAL_BATCHES = artifact_layout.PARTIAL_BATCHES
 
 _LABELS = {
     "config_fingerprint": "the stage config",
@@ -46,7 +43,7 @@ def write_inputs(work_dir: Path, inputs: dict[str, Any]) -> None:
 
 def finished_batches(work_dir: Path) -> int:
     """How many finished batches a work directory holds."""
-    return len(list((work_dir / ARTIFACTS / BATCHES).glob("batch_*.parquet")))
+    return len(list((artifact_layout.batches_dir(work_dir)).glob(artifact_layout.BATCH_GLOB)))
 
 
 def describe_superseded_work(work_root: Path, current_key: str, inputs: dict[str, Any]) -> list[str]:
@@ -129,7 +126,7 @@ def _batch_plan(artifacts_dir: Path) -> _BatchPlan | None:
 def _batch_files(artifacts_dir: Path) -> dict[int, Path]:
     """Finished batch files by batch index (``batch_00003.parquet`` is batch 3)."""
     files = {}
-    for path in (artifacts_dir / BATCHES).glob("batch_*.parquet"):
+    for path in (artifacts_dir / artifact_layout.BATCHES).glob(artifact_layout.BATCH_GLOB):
         try:
             files[int(path.stem.split("_", 1)[1])] = path
         except (ValueError, IndexError):
@@ -185,5 +182,7 @@ def human_size(size: int) -> str:
 
 def discard_partial_results(work_dir: Path) -> None:
     """Remove what an interrupted batch left half written (Data Designer discards it on resume anyway)."""
-    shutil.rmtree(work_dir / ARTIFACTS / PARTIAL_BATCHES, ignore_errors=True)
-    shutil.rmtree(work_dir / ARTIFACTS / "output-processors", ignore_errors=True)
+    shutil.rmtree(work_dir / artifact_layout.DATASET_NAME / artifact_layout.PARTIAL_BATCHES, ignore_errors=True)
+    shutil.rmtree(
+        work_dir / artifact_layout.DATASET_NAME / artifact_layout.OUTPUT_PROCESSORS_DATASET, ignore_errors=True
+    )

@@ -30,7 +30,7 @@ from dd_assets.spec.load_failures import WorkflowLoadFailure, keep_or_raise
 from dd_assets.spec.workflow import Stage, Workflow
 from dd_assets.spec.yaml_reading import read_workflow_yaml, workflow_from_data, yaml_models
 
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "workflow.schema.json"  # shipped at the package root
+SCHEMA_FILE = Path(__file__).parent.parent / "workflow.schema.json"  # shipped at the package root
 
 WorkflowModel = yaml_models(Workflow, Stage)[0]  # built on import: a field without a definition fails here
 
@@ -73,8 +73,8 @@ def load_workflow_dir(directory: str | Path, failures: list | None = None) -> li
     """Every ``*.yaml`` / ``*.yml`` workflow in a directory (sorted); a name used twice is an error.
 
     With ``failures`` (a list), a file that does not load is appended to it as a
-    :class:`~dd_assets.assets.load_errors.WorkflowLoadFailure` and the other files still load (except under definitions
-    validation: see :mod:`dd_assets.assets.load_errors`); without it, the first error is raised.
+    :class:`~dd_assets.spec.load_failures.WorkflowLoadFailure` and the other files still load (except under definitions
+    validation: see :func:`~dd_assets.spec.load_failures.strict_loading`); without it, the first error is raised.
     """
     directory = Path(directory)
     if not directory.is_dir():
