@@ -19,8 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from dd_assets import StageParquetIOManager
+from dd_assets.engine.artifact_layout import BATCHES
+from dd_assets.engine.artifact_layout import DATASET_NAME as ARTIFACTS
 from dd_assets.run import remote_checkpoint
-from dd_assets.run.remote_checkpoint import ARTIFACTS, BATCHES, RemoteCheckpoint
+from dd_assets.run.remote_checkpoint import RemoteCheckpoint
 from dd_assets.storage import publish as publishing
 from dd_assets.storage.layout import CHECKPOINTS_DIR
 from dd_assets.storage.object_store_lock import ObjectStoreLock, skew_margin
