@@ -22,7 +22,7 @@ import pytest
 from data_designer.config.seed import IndexRange, PartitionBlock
 
 from dd_assets import DataDesignerStageTranslator, Stage, StageParquetIOManager, Workflow, build_workflow_definitions
-from dd_assets.storage.dagster_agreement import VERSION_METADATA_KEY
+from dd_assets.storage.dagster_agreement import VERSION_METADATA_KEY, reconcile
 from dd_assets_tests.cli_runs import kill_when, llm_env, materialize_cmd, run
 from dd_assets_tests.helpers import (
     FailOnce,
@@ -489,5 +489,5 @@ def test_a_kill_between_the_commit_and_the_data_link_switch_is_repaired_when_nex
     with _instance(tmp_path) as instance:
         lock = io_manager.stage_lock("crash", "a", run_id="check")
         with lock:
-            message = io_manager.reconcile("crash", "a", dg.AssetKey(["crash", "a"]), instance, lock)
+            message = reconcile(io_manager.store, "crash", "a", dg.AssetKey(["crash", "a"]), instance, lock)
     assert f"pointed it at {committed}" in message and Path(os.readlink(stage_dir / "data")).name == committed

@@ -29,6 +29,7 @@ from dd_assets.run.stage_cost import spend_of_failure
 from dd_assets.run.stage_inputs import StageInputs, prepare_inputs
 from dd_assets.run.stage_output import override_files, selected_files
 from dd_assets.run.stage_scope import StageFailure, StageScope
+from dd_assets.storage.dagster_agreement import reconcile
 from dd_assets.storage.records import StageRecordUnreadableError, StageStorageError
 from dd_assets.storage.stage_lock import StageBusyError, StageLock
 
@@ -98,8 +99,8 @@ class StageRun(StageScope):
         """Under the lock: set an unreadable record aside, and record a commit a killed run left unrecorded."""
         workflow, stage = self.workflow.name, self.stage.name
         try:
-            message = self.io_manager.reconcile(
-                workflow, stage, self.asset_key, self.context.instance, lock, self.partition
+            message = reconcile(
+                self.io_manager.store, workflow, stage, self.asset_key, self.context.instance, lock, self.partition
             )
         except StageRecordUnreadableError as exc:
             moved = self.io_manager.set_aside_unreadable_record(workflow, stage, self.partition)

@@ -3,8 +3,8 @@
 The layout on disk and object stores is :mod:`dd_assets.storage.layout`'s, the records, reads and the publish
 protocol are :class:`~dd_assets.storage.stage_store.StageStore`'s; this module holds the configuration Dagster sees
 (checked for credentials) and the IO manager hooks. If a run dies between the commit and Dagster recording the
-materialization, storage is ahead of Dagster; :meth:`StageParquetIOManager.reconcile` records the committed version
-in Dagster the next time the stage is run or read, so the two agree again.
+materialization, storage is ahead of Dagster; :func:`~dd_assets.storage.dagster_agreement.reconcile` records the
+committed version in Dagster the next time the stage is run or read, so the two agree again.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dd_assets.spec.secrets import (
     require_env_var_name,
     url_credentials,
 )
-from dd_assets.storage.dagster_agreement import reconcile, reconcile_if_idle
+from dd_assets.storage.dagster_agreement import reconcile_if_idle
 from dd_assets.storage.dataset import StageDataset
 from dd_assets.storage.partitioning import STORED
 from dd_assets.storage.publish import StageOutput
@@ -240,22 +240,6 @@ class StageParquetIOManager(dg.ConfigurableIOManager):
         if getattr(wanted, "__name__", None) == "DataFrame" and getattr(wanted, "__module__", "").startswith("pandas"):
             return dataset.to_pandas()
         return dataset
-
-    # --- agreement with Dagster (dd_assets/storage/dagster_agreement.py) ----------------------
-    def reconcile(
-        self,
-        workflow: str,
-        stage: str,
-        asset_key: dg.AssetKey,
-        instance: dg.DagsterInstance,
-        lock: StageLock | None = None,
-        partition: str | None = None,
-    ) -> str | None:
-        """Make Dagster agree with storage after a run died while writing the stage (call it holding ``lock``).
-
-        See :func:`dd_assets.storage.dagster_agreement.reconcile`.
-        """
-        return reconcile(self.store, workflow, stage, asset_key, instance, lock, partition)
 
 
 def stage_of(asset_key: dg.AssetKey, definition_metadata: Any = None) -> tuple[str, str]:

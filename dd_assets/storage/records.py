@@ -30,13 +30,18 @@ def read_record_at(
 
     Raises :class:`StageRecordUnreadableError` when the record is not valid JSON with a file list.
     """
+    data = read_bytes(path, where, absent)
+    return None if data is None else parse_record(data, path, where)
+
+
+def read_bytes(path: UPath, where: str, absent: tuple[type[OSError], ...] = (FileNotFoundError,)) -> bytes | None:
+    """The bytes of the file at ``path``; ``None`` when reading raises one of ``absent``, else a storage error."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except absent:
         return None
     except OSError as exc:
         raise StageStorageError(f"{where}: cannot read {path}: {exc}") from None
-    return parse_record(data, path, where)
 
 
 def parse_record(data: bytes, path: UPath, where: str) -> dict[str, Any]:
@@ -58,12 +63,9 @@ def parse_record(data: bytes, path: UPath, where: str) -> dict[str, Any]:
 
 def read_partitioning_record(path: UPath, where: str) -> dict[str, Any] | None:
     """The ``partitioning.json`` at ``path``, checked, or ``None`` when there is none."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    data = read_bytes(path, where)
+    if data is None:
         return None
-    except OSError as exc:
-        raise StageStorageError(f"{where}: cannot read {path}: {exc}") from None
     try:
         current = json.loads(data.decode("utf-8"))
         if not isinstance(current, dict) or not isinstance(current.get("partitioning"), str | None):
