@@ -8,6 +8,9 @@ derives a straight line ``seconds = fixed + rows * per_row`` for each side and p
 - the per-row ratio: dd_assets' slope over CompositeWorkflow's between the two sizes (goal <= 1.02);
 - the fixed cost: dd_assets' intercept minus CompositeWorkflow's (goal <= 1.0 s), and the plain difference at the
   smaller size;
+- Dagster's own part of that fixed cost: three assets that do nothing (``benchmarks/dagster_floor.py``) through the
+  same ``dagster asset materialize`` command, minus the same file run by plain Python; what is left of the fixed
+  cost is dd_assets' own;
 
 and the same figures per pair (each pair times all four runs), for their spread; then all of it again for the
 processes' CPU time (user + system), which a machine loaded by other work disturbs less than wall time.
@@ -29,9 +32,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.processes import offline_env, run_workflow  # noqa: E402
+from benchmarks.processes import BIN, offline_env, run_workflow, timed  # noqa: E402
 
 WORKFLOW = HERE / "linear_workflow.py"
+FLOOR = HERE / "dagster_floor.py"
 SIDES = {"dd_assets": "per_stage", "composite": "composite"}
 PER_ROW_GOAL = 1.02
 FIXED_GOAL_S = 1.0
@@ -61,7 +65,17 @@ def spread(values: list[float], unit: str = " s", digits: int = 2) -> str:
     return f"median {mid}{unit} (min {low}, max {high})"
 
 
-def summarize(runs: dict[tuple[str, int], list[float]], small: int, large: int, what: str) -> None:
+def floor_run(side: str, env: dict[str, str]) -> float:
+    """Wall seconds of the floor file through Dagster's CLI (``dagster_floor``) or plain Python (``python``)."""
+    if side == "python":
+        return timed([sys.executable, str(FLOOR)], env, tempfile.gettempdir())
+    with tempfile.TemporaryDirectory() as tmp:
+        return timed([str(BIN / "dagster"), "asset", "materialize", "-f", str(FLOOR), "--select", "*"], env, tmp)
+
+
+def summarize(
+    runs: dict[tuple[str, int], list[float]], floors: dict[str, list[float]], small: int, large: int, what: str
+) -> None:
     """Medians and spread of each side at each size, then the per-row ratio and fixed cost against their goals."""
     pairs = len(runs["dd_assets", small])
     print(f"\n{what}, {pairs} run(s) of each side at each size")
@@ -89,6 +103,12 @@ def summarize(runs: dict[tuple[str, int], list[float]], small: int, large: int, 
         f"  difference at {small} rows: {medians['gap_small_s']:.2f} s; "
         f"per pair {spread([p['gap_small_s'] for p in per_pair])}"
     )
+    dagster_own = [a - b for a, b in zip(floors["dagster_floor"], floors["python"], strict=True)]
+    ours = [p["fixed_s"] - d for p, d in zip(per_pair, dagster_own, strict=True)]
+    print(
+        f"  of the fixed cost, Dagster's own (3 empty assets through the same command, minus plain Python): "
+        f"{spread(dagster_own)}; what is left, dd_assets' own: {spread(ours)}"
+    )
 
 
 def main() -> None:
@@ -100,6 +120,8 @@ def main() -> None:
 
     wall: dict[tuple[str, int], list[float]] = {(side, size): [] for side in SIDES for size in (small, large)}
     cpu: dict[tuple[str, int], list[float]] = {key: [] for key in wall}
+    floor_wall: dict[str, list[float]] = {"dagster_floor": [], "python": []}
+    floor_cpu: dict[str, list[float]] = {"dagster_floor": [], "python": []}
     with tempfile.TemporaryDirectory() as homes:
         base_env = offline_env(Path(homes))
         envs = {size: {**base_env, "BENCH_NUM_RECORDS": str(size)} for size in (small, large)}
@@ -108,20 +130,24 @@ def main() -> None:
             sides = list(SIDES) if index % 2 == 0 else list(reversed(SIDES))
             sizes = (small, large) if index % 2 == 0 else (large, small)
             schedule += [(f"pair {index + 1}", side, size) for size in sizes for side in sides]
+            schedule += [(f"pair {index + 1}", side, 0) for side in floor_wall]
         for label, side, size in schedule:
             cpu_before = children_cpu_s()
-            elapsed = run_workflow(SIDES[side], WORKFLOW, envs[size])
+            elapsed = run_workflow(SIDES[side], WORKFLOW, envs[size]) if size else floor_run(side, base_env)
             cpu_s = children_cpu_s() - cpu_before
-            if label != "warm-up":
+            if label != "warm-up" and not size:
+                floor_wall[side].append(elapsed)
+                floor_cpu[side].append(cpu_s)
+            elif label != "warm-up":
                 wall[side, size].append(elapsed)
                 cpu[side, size].append(cpu_s)
-            print(f"{label:8s} {side:10s} {size:6d} rows {elapsed:7.2f} s wall {cpu_s:7.2f} s CPU", flush=True)
+            print(f"{label:8s} {side:10s} {size or '-':>6} rows {elapsed:7.2f} s wall {cpu_s:7.2f} s CPU", flush=True)
 
     print(
         f"\nmachine: {os.cpu_count()} cores, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end"
     )
-    summarize(wall, small, large, "wall time (the goals)")
-    summarize(cpu, small, large, "CPU time, user + system (less sensitive to a loaded machine)")
+    summarize(wall, floor_wall, small, large, "wall time (the goals)")
+    summarize(cpu, floor_cpu, small, large, "CPU time, user + system (less sensitive to a loaded machine)")
 
 
 if __name__ == "__main__":

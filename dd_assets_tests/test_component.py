@@ -219,3 +219,26 @@ def test_an_unknown_component_attribute_is_refused_with_a_did_you_mean(dg_projec
     checked = _dg(["check", "defs"], root, env)  # dg's schema check refuses it too, naming the key and line
     assert checked.returncode != 0 and "'base_dri' was unexpected" in checked.stdout + checked.stderr
     assert not (root / "elsewhere").exists() and not (root / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("attribute", "workflow_field", "wrong"),
+    [
+        ("execution", "execution", "parallel"),
+        ("max_concurrent_stages", "max_concurrent_stages", 0),
+        ("automation", "automation_condition", {"on_crn": "0 6 * * *"}),
+        ("owners", "owners", [3]),
+        ("tags", "tags", {"tier": 1}),
+    ],
+)
+def test_the_components_workflow_overrides_are_the_workflows_own_field_definitions(attribute, workflow_field, wrong):
+    from pydantic import ValidationError
+
+    from dd_assets import DataDesignerWorkflowComponent, Workflow
+    from dd_assets.spec.field_specs import field_specs
+
+    spec = field_specs(Workflow)[workflow_field]
+    assert DataDesignerWorkflowComponent.model_fields[attribute].description.startswith(spec.description)
+    with pytest.raises(ValidationError) as refused:
+        DataDesignerWorkflowComponent(workflow_file="workflow.yaml", **{attribute: wrong})
+    assert refused.value.errors()[0]["loc"][0] == attribute

@@ -16,21 +16,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dd_assets.assets.load_errors import load_error_asset
 from dd_assets.assets.workflow_definitions import build_workflow_definitions
 from dd_assets.engine.resource import DataDesignerResource
 from dd_assets.engine.stage_guard import DEFAULT_STALL_TIMEOUT_S
 from dd_assets.spec.definition_error import WorkflowDefinitionError
+from dd_assets.spec.field_specs import field_specs
 from dd_assets.spec.known_fields import pydantic_field_names, unknown_fields, unknown_fields_reason
 from dd_assets.spec.load_failures import WorkflowLoadFailure, keep_or_raise
 from dd_assets.spec.workflow import Workflow
 from dd_assets.spec.yaml_loader import inline_workflow_schema, load_workflow_yaml, workflow_from_mapping
-from dd_assets.spec.yaml_values import AutomationModel, automation_condition
+from dd_assets.spec.yaml_values import automation_condition
 from dd_assets.storage.io_manager import StageParquetIOManager
 
 STARTER_WORKFLOW = """\
@@ -52,6 +53,21 @@ stages:
       columns:
         - {{name: greeting, column_type: expression, expr: "Hello from {{{{ city }}}}!"}}
 """
+
+
+def _workflow_override(name: str, note: str) -> Any:
+    """The type of a component attribute that overrides the workflow field ``name``: the field's own YAML type and
+    range (:mod:`dd_assets.spec.field_specs`), unset by default, described as the field and ``note``."""
+    spec = field_specs(Workflow)[name]
+    optional = name not in ("owners", "tags")  # empty lists and mappings add nothing
+    return Annotated[spec.value_type(optional=optional), Field(description=f"{spec.description} {note}")]
+
+
+ExecutionOverride = _workflow_override("execution", "Default: the workflow's own `execution`.")
+MaxConcurrentStagesOverride = _workflow_override("max_concurrent_stages", "Default: the workflow's own.")
+AutomationOverride = _workflow_override("automation_condition", "Replaces the workflow's own.")
+OwnersOverride = _workflow_override("owners", "Before the workflow's and the stage's own.")
+TagsOverride = _workflow_override("tags", "Under the workflow's and the stage's own.")
 
 
 class DataDesignerWorkflowScaffolder(dg.Scaffolder):
@@ -103,26 +119,17 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
     base_dir: str = Field(default="data", description="Where stages are stored (path or fsspec URL).")
     model_providers: list[dict[str, Any]] | None = Field(default=None, description="Data Designer providers.")
     run_config: dict[str, Any] = Field(default_factory=dict, description="Data Designer RunConfig fields.")
-    execution: Literal["per_stage", "concurrent"] | None = Field(
-        default=None,
-        description="per_stage: one step per stage; concurrent: one step runs ready stages at once. "
-        "Default: the workflow's own `execution`.",
-    )
-    max_concurrent_stages: int | None = Field(
-        default=None, ge=1, description="In concurrent execution, at most this many stages at once."
-    )
+    execution: ExecutionOverride = None
+    max_concurrent_stages: MaxConcurrentStagesOverride = None
     prices: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="USD per million input and output tokens, by model or alias."
     )
     stall_timeout_s: float = Field(
         default=DEFAULT_STALL_TIMEOUT_S, gt=0, description="Fail a stage whose model calls wait this long unanswered."
     )
-
-    automation: Literal["eager", "on_missing"] | dict[str, str] | None = Field(
-        default=None, description="Automation of every stage that sets none: eager, on_missing or {on_cron: <cron>}."
-    )
-    owners: list[str] = Field(default_factory=list, description="Asset owners of every stage: 'team:x' or an email.")
-    tags: dict[str, str] = Field(default_factory=dict, description="Asset tags of every stage.")
+    automation: AutomationOverride = None
+    owners: OwnersOverride = []  # noqa: RUF012 - pydantic copies mutable defaults
+    tags: TagsOverride = {}  # noqa: RUF012 - pydantic copies mutable defaults
 
     @model_validator(mode="before")
     @classmethod
@@ -151,10 +158,9 @@ class DataDesignerWorkflowComponent(dg.Component, dg.Resolvable, dg.Model):
         if self.automation is None and not self.owners and not self.tags:
             return workflow
         try:
-            automation = automation_condition(TypeAdapter(AutomationModel).validate_python(self.automation))
-        except (ValidationError, ValueError) as exc:
-            reason = exc.errors(include_url=False)[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-            raise WorkflowDefinitionError(reason, workflow=workflow.name, field="automation", file=file) from None
+            automation = automation_condition(self.automation)
+        except ValueError as exc:
+            raise WorkflowDefinitionError(str(exc), workflow=workflow.name, field="automation", file=file) from None
         try:
             return dataclasses.replace(
                 workflow,

@@ -64,15 +64,18 @@ class FieldSpec:
     bounds: Bounds | None = None
     what: str | None = None  # set for a plain value: "must be <what>" when it fails the YAML type and the range
 
-    @functools.cached_property
-    def _allowed(self) -> TypeAdapter:
-        """The YAML type with the range on its value (``None`` stays allowed where the type allows it)."""
+    def value_type(self, *, optional: bool = False) -> Any:
+        """The YAML type with the range on its value; ``None`` allowed where the type allows it or ``optional``."""
         options = get_args(self.yaml) if get_origin(self.yaml) in (Union, types.UnionType) else (self.yaml,)
         values = [option for option in options if option is not type(None)]
         value_type: Any = Union[tuple(values)] if len(values) > 1 else values[0]  # noqa: UP007 - built at run time
         if self.bounds is not None:
             value_type = Annotated[value_type, Field(**self.bounds.constraints())]
-        return TypeAdapter(value_type | None if len(values) < len(options) else value_type)
+        return value_type | None if optional or len(values) < len(options) else value_type
+
+    @functools.cached_property
+    def _allowed(self) -> TypeAdapter:
+        return TypeAdapter(self.value_type())
 
     def problem(self, value: object) -> str | None:
         """``"must be <what>, got <value>"`` when a plain value is not allowed, else ``None``."""
