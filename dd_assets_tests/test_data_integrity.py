@@ -491,3 +491,19 @@ def test_a_kill_between_the_commit_and_the_data_link_switch_is_repaired_when_nex
         with lock:
             message = reconcile(io_manager.store, "crash", "a", dg.AssetKey(["crash", "a"]), instance, lock)
     assert f"pointed it at {committed}" in message and Path(os.readlink(stage_dir / "data")).name == committed
+
+
+def test_a_data_folder_of_an_older_layout_is_kept_and_named_in_the_warning(io_manager, instance, caplog):
+    stage_dir = Path(io_manager.base_dir) / "legacy" / "s"
+    (stage_dir / "data").mkdir(parents=True)
+    (stage_dir / "data" / "old.parquet").write_bytes(b"not ours to delete")
+    workflow = Workflow(name="legacy", stages=[Stage(name="s", config=sampler_builder(), num_records=3)])
+
+    result = materialize(workflow, io_manager, instance)
+
+    assert result.success  # published: stage.json commits the version, readers of stage.json and dagster/uri follow
+    record = json.loads((stage_dir / "stage.json").read_text())
+    assert (stage_dir / "versions" / record["version"]).is_dir()
+    assert (stage_dir / "data" / "old.parquet").read_bytes() == b"not ours to delete"
+    logs = " ".join(r.getMessage() for r in caplog.records)
+    assert f"{stage_dir / 'data'} is a folder" in logs and "move it away" in logs

@@ -1,7 +1,9 @@
 """Work directories: where a stage generates, kept after a failure so the next run resumes its batches.
 
 A work directory is named by the stage's work key (:func:`dd_assets.spec.versioning.generation_work_key`) and
-holds ``inputs.json`` (the generation inputs the key hashes), the seed, and Data Designer's artifacts. A rerun
+holds ``inputs.json`` (the generation inputs the key hashes), the seed (``seed/``), Data Designer's artifacts and,
+for a stage whose upstreams have no rows, ``empty.parquet``. Upstreams are read into ``inputs-<run id>`` beside the
+work directories before the work key is known. A rerun
 with the same inputs resumes there; a rerun with other inputs starts in a new directory and says why
 (:func:`describe_superseded_work`).
 """
@@ -19,6 +21,14 @@ import pyarrow.parquet as pq
 from dd_assets.engine import artifact_layout
 
 INPUTS_FILE = "inputs.json"
+SEED_DIR = "seed"
+EMPTY_OUTPUT_FILE = "empty.parquet"
+
+
+def inputs_dir_name(run_id: str) -> str:
+    """The folder, beside the work directories, where one run reads its upstreams before its work key is known."""
+    return f"inputs-{run_id}"
+
 
 _LABELS = {
     "config_fingerprint": "the stage config",

@@ -23,6 +23,7 @@ from data_designer.config.seed import IndexRange, PartitionBlock
 from data_designer.config.seed_source import LocalFileSeedSource
 from upath import UPath
 
+from dd_assets.run.resumable_work import SEED_DIR
 from dd_assets.spec.stage_config import load_stage_config
 from dd_assets.spec.workflow import Stage
 from dd_assets.storage.dataset import StageDataset
@@ -91,7 +92,7 @@ def build_seed(
     """Write the stage's seed under ``work_dir/seed`` and describe it; ``None`` for a root stage."""
     if not upstreams:
         return None
-    seed_dir = work_dir / "seed"
+    seed_dir = work_dir / SEED_DIR
     shutil.rmtree(seed_dir, ignore_errors=True)
     seed_dir.mkdir(parents=True)
     order = list(stage.depends_on)

@@ -50,7 +50,7 @@ class StageInputs:
             scope.context.log.warning(f"{scope.where}: starting fresh: {line}")
         resumable_work.write_inputs(self.work_dir, self.inputs)
         if self.seed is not None:
-            self.seed = _move_seed(self.seed, self.work_dir / "seed")
+            self.seed = _move_seed(self.seed, self.work_dir / resumable_work.SEED_DIR)
 
 
 def prepare_inputs(scope: StageScope, upstream_values: dict[str | dg.AssetKey, Any], inputs_dir: Path) -> StageInputs:

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from data_designer.config.config_builder import DataDesignerConfigBuilder
 from data_designer.config.seed_source import LocalFileSeedSource
 
+from dd_assets.run.resumable_work import EMPTY_OUTPUT_FILE
 from dd_assets.run.seeds import Seed
 from dd_assets.run.stage_scope import StageScope
 from dd_assets.spec.secrets import redact
@@ -77,7 +78,7 @@ def write_empty(scope: StageScope, work_dir: Path, seed: Seed) -> Path:
         schema = pa.unify_schemas([pq.read_schema(f) for f in seed_files]) if seed_files else pa.schema([])
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise scope.fail(f"upstream schemas do not combine: {exc}") from None
-    target = work_dir / "empty.parquet"
+    target = work_dir / EMPTY_OUTPUT_FILE
     pq.write_table(schema.empty_table(), target)
     return target
 

@@ -25,6 +25,7 @@ from dd_assets.engine.stage_context import running_stage
 from dd_assets.run.generation import Generated, Generation
 from dd_assets.run.generation_failures import with_disk_full_note
 from dd_assets.run.outcome import check_completion, empty_upstream_output, first_record, stage_result
+from dd_assets.run.resumable_work import inputs_dir_name
 from dd_assets.run.stage_cost import spend_of_failure
 from dd_assets.run.stage_inputs import StageInputs, prepare_inputs
 from dd_assets.run.stage_output import override_files, selected_files
@@ -110,9 +111,8 @@ class StageRun(StageScope):
             self.context.log.warning(message)
 
     def _run_guarded(self, upstream_values: dict[str | dg.AssetKey, Any], lock: StageLock) -> dg.Output:
-        inputs_dir = self.io_manager.work_root(self.workflow.name, self.stage.name, self.partition) / (
-            f"inputs-{self.context.run.run_id}"
-        )
+        work_root = self.io_manager.work_root(self.workflow.name, self.stage.name, self.partition)
+        inputs_dir = work_root / inputs_dir_name(self.context.run.run_id)
         try:
             return self._run(upstream_values, inputs_dir, lock)
         except StageFailure:

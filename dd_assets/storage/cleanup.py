@@ -59,6 +59,12 @@ def point_data_link(store: StageStore, stage_dir: UPath, version: str) -> None:
     if not store.is_local:
         return  # object stores have no atomic folder switch: readers follow stage.json or dagster/uri
     stage_path = Path(stage_dir.path)
+    if (stage_path / DATA_DIR).is_dir() and not (stage_path / DATA_DIR).is_symlink():
+        raise OSError(
+            f"{stage_path / DATA_DIR} is a folder, not the link to {VERSIONS_DIR}/<version> that readers of a local "
+            f"base_dir follow (a folder written by an older layout); move it away and the next run points it at "
+            f"{version_folder(version)}"
+        )
     tmp = stage_path / f".{DATA_DIR}-{uuid.uuid4().hex}"
     os.symlink(version_folder(version), tmp)
     os.replace(tmp, stage_path / DATA_DIR)
