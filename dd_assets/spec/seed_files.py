@@ -68,6 +68,15 @@ class RecordCountError(ValueError):
     """A stage's record count cannot be resolved (the message names the field, not the stage)."""
 
 
+def combined_seed_rows(stage: Stage, upstream_rows: list[int | None]) -> int | None:
+    """Rows of the seed a stage builds from upstreams of these row counts (``depends_on`` order): ``concat`` adds
+    them, ``zip`` and a single upstream keep the first's (``zip`` requires equal counts). ``None`` when a count is
+    unknown or ``combine`` is a callable. :mod:`dd_assets.run.seeds` builds the seed these counts describe."""
+    if not upstream_rows or any(count is None for count in upstream_rows) or callable(stage.combine):
+        return None
+    return sum(upstream_rows) if stage.combine == "concat" else upstream_rows[0]
+
+
 def resolve_num_records(
     stage: Stage,
     upstream_rows: int | None,

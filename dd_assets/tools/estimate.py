@@ -28,7 +28,7 @@ from data_designer.config.run_config import RunConfig
 
 from dd_assets.engine.costs import price_for
 from dd_assets.engine.prompt_rendering import response_recipe, template_variables
-from dd_assets.spec.seed_files import resolve_num_records
+from dd_assets.spec.seed_files import combined_seed_rows, resolve_num_records
 from dd_assets.spec.workflow import Stage, Workflow
 
 CHARS_PER_TOKEN = 4  # typical: the low end
@@ -81,10 +81,10 @@ def _records(stage: Stage, rows: dict[str, int | None]) -> int | None:
     """The stage's records over all its partitions, resolved as a run resolves them (``None``: unknown)."""
     upstream_rows = None
     if stage.depends_on and not stage.num_records:
-        upstream = [rows.get(dep) if isinstance(dep, str) else None for dep in stage.depends_on]
-        if any(count is None for count in upstream) or callable(stage.combine):
+        counts = [rows.get(dep) if isinstance(dep, str) else None for dep in stage.depends_on]
+        upstream_rows = combined_seed_rows(stage, counts)
+        if upstream_rows is None:
             return None
-        upstream_rows = sum(upstream) if stage.combine == "concat" else upstream[0]
     return resolve_num_records(stage, upstream_rows)
 
 
