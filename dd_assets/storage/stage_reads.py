@@ -32,7 +32,17 @@ def read_stage(
     partition_keys: list[str] | None = None,
     partitions_def: dg.PartitionsDefinition | None | str = STORED,
 ) -> StageDataset:
-    """A handle on the published output of a stage (see :meth:`StageStore.read_stage`)."""
+    """A handle on the published output of a stage.
+
+    For a partitioned stage, ``partition_key`` gives one partition; without it, the partitions are read in key
+    order: ``partition_keys`` when given (a missing one is an error), else every published partition of the
+    current partitioning. Only partitions published under the current partitioning are ever read; one published
+    under an earlier partitioning (another key set, or the stage was unpartitioned) is stale and never mixed in.
+
+    ``partitions_def`` is the stage's current definition when the caller has it (``None``: unpartitioned, read
+    the stage itself; a definition: read its partitions, all of its keys when they are known without an
+    instance). By default (``STORED``) storage says: the partitioning the stage was last published under.
+    """
     where = describe(workflow, stage)
     if partitions_def is None:
         if partition_key is not None or partition_keys is not None:

@@ -16,13 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 from upath import UPath
 
 from dd_assets.spec.secrets import env_values, resolve_env_var
 from dd_assets.storage import cleanup, stage_reads
 from dd_assets.storage import publish as publishing
-from dd_assets.storage.dataset import StageDataset
 from dd_assets.storage.layout import (
     LOCK_FILE,
     PARTITIONING_RECORD,
@@ -31,7 +29,6 @@ from dd_assets.storage.layout import (
     describe,
     stage_path,
 )
-from dd_assets.storage.partitioning import STORED
 from dd_assets.storage.publish import StageOutput
 from dd_assets.storage.records import read_partitioning_record, read_record_at
 from dd_assets.storage.stage_lock import StageLock
@@ -176,29 +173,7 @@ class StageStore:
         """The keys of a partitioned stage's published partitions, in key order (as stored in their records)."""
         return list(stage_reads.stored_partition_records(self, workflow, stage))
 
-    def read_stage(
-        self,
-        workflow: str,
-        stage: str,
-        partition_key: str | None = None,
-        *,
-        partition_keys: list[str] | None = None,
-        partitions_def: dg.PartitionsDefinition | None | str = STORED,
-    ) -> StageDataset:
-        """A handle on the published output of a stage.
-
-        For a partitioned stage, ``partition_key`` gives one partition; without it, the partitions are read in key
-        order: ``partition_keys`` when given (a missing one is an error), else every published partition of the
-        current partitioning. Only partitions published under the current partitioning are ever read; one published
-        under an earlier partitioning (another key set, or the stage was unpartitioned) is stale and never mixed in.
-
-        ``partitions_def`` is the stage's current definition when the caller has it (``None``: unpartitioned, read
-        the stage itself; a definition: read its partitions, all of its keys when they are known without an
-        instance). By default (``STORED``) storage says: the partitioning the stage was last published under.
-        """
-        return stage_reads.read_stage(
-            self, workflow, stage, partition_key, partition_keys=partition_keys, partitions_def=partitions_def
-        )
+    read_stage = stage_reads.read_stage  # one definition, with the store as ``self``
 
     # --- writes --------------------------------------------------------------------------------
     def publish(self, output: StageOutput) -> dict[str, Any]:
