@@ -3,7 +3,8 @@ values and what a wrong value is told.
 
 The classes declare each field with :func:`spec_field`. The YAML model and the JSON Schema (and so the Component's
 inline ``workflow``) are generated from these definitions, and the Python checks of plain values read them: a value
-of a field with ``what`` must pass the field's YAML type and range, in Python as in YAML.
+of a field with ``what`` must pass the field's type and range (its YAML type, or its ``python`` type where the
+Python value is an object YAML cannot write), in Python as in YAML.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 SPEC_KEY = "dd_assets.spec"  # where a dataclass field's metadata holds its FieldSpec
 
@@ -62,7 +63,8 @@ class FieldSpec:
     key: str | None = None  # the YAML key, where it is not the Python name
     schema: dict[str, Any] = field(default_factory=dict)  # more JSON Schema keywords
     bounds: Bounds | None = None
-    what: str | None = None  # set for a plain value: "must be <what>" when it fails the YAML type and the range
+    what: str | None = None  # "must be <what>, got <value>" when a Python value fails the field's type and range
+    python: Any = None  # the type of the Python value where it is not the YAML one (callables, Data Designer objects)
 
     def value_type(self, *, optional: bool = False) -> Any:
         """The YAML type with the range on its value; ``None`` allowed where the type allows it or ``optional``."""
@@ -75,10 +77,13 @@ class FieldSpec:
 
     @functools.cached_property
     def _allowed(self) -> TypeAdapter:
+        if self.python is not None:
+            return TypeAdapter(self.python, config=ConfigDict(arbitrary_types_allowed=True))
         return TypeAdapter(self.value_type())
 
     def problem(self, value: object) -> str | None:
-        """``"must be <what>, got <value>"`` when a plain value is not allowed, else ``None``."""
+        """``"must be <what>, got <value>"`` when a Python value is not allowed (checked against ``python`` when set,
+        else the YAML type and range), else ``None``."""
         if self.what is None:
             return None
         try:

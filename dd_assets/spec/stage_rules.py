@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from data_designer.config.base import ProcessorConfig
 from data_designer.config.config_builder import DataDesignerConfigBuilder
-from data_designer.config.seed import IndexRange, PartitionBlock, SamplingStrategy
+from data_designer.config.seed import SamplingStrategy
 
 from dd_assets.spec.definition_error import WorkflowDefinitionError
-from dd_assets.spec.field_rules import check_num_records, check_token_budget
+from dd_assets.spec.field_rules import check_num_records
 from dd_assets.spec.field_specs import check_plain_values, field_specs
 from dd_assets.spec.partition_keys import static_partition_keys
 from dd_assets.spec.secrets import literal_credentials
@@ -101,33 +101,22 @@ def check_stage(workflow: str, stage: Stage, *, stage_names: set[str], max_num_r
     if clash:
         fail(f"names {sorted(clash)} are already used by processors in the stage config", "output_processors")
 
-    if not isinstance(stage.output, str) or not (stage.output == "final" or stage.output.startswith("processor:")):
-        fail(f"must be 'final' or 'processor:<name>', got {stage.output!r}", "output")
     if stage.output.startswith("processor:"):
         wanted = stage.output.removeprefix("processor:")
         if wanted not in stage.processor_names:
             defined = ", ".join(sorted(stage.processor_names)) or "none"
             fail(f"no processor named {wanted!r} is defined (defined: {defined})", "output")
 
-    if stage.on_success is not None and not callable(stage.on_success):
-        fail("must be callable", "on_success")
     try:
         object.__setattr__(stage, "sampling_strategy", SamplingStrategy(stage.sampling_strategy))
     except ValueError:
         fail(f"must be 'ordered' or 'shuffle', got {stage.sampling_strategy!r}", "sampling_strategy")
-    if stage.selection_strategy is not None and not isinstance(stage.selection_strategy, (IndexRange, PartitionBlock)):
-        fail("must be an IndexRange or a PartitionBlock", "selection_strategy")
 
-    if stage.combine is not None and stage.combine not in ("concat", "zip") and not callable(stage.combine):
-        fail(f"must be 'concat', 'zip' or a callable, got {stage.combine!r}", "combine")
     if len(stage.depends_on) > 1 and stage.combine is None:
         fail(
             f"the stage has {len(stage.depends_on)} upstreams; set combine to 'concat', 'zip' or a callable",
             "combine",
         )
-    problem = check_token_budget(stage.token_budget)
-    if problem:
-        fail(problem, "token_budget")
     _check_partitions(stage, builder, fail)
     check_asset_attributes(stage, fail)
 

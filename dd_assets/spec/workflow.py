@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import dagster as dg
 from data_designer.config.base import ProcessorConfig
 from data_designer.config.config_builder import DataDesignerConfigBuilder
 from data_designer.config.seed import IndexRange, PartitionBlock, SamplingStrategy
-from pydantic import StrictBool, StrictInt
+from pydantic import Field, StrictBool, StrictInt
 
 from dd_assets.spec.definition_error import WorkflowDefinitionError
 from dd_assets.spec.field_rules import (
@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 
 CombineFn = Callable[[dict[str, "StageDataset"]], Union["pd.DataFrame", "pa.Table", str, Path]]
 """A join: gets every upstream as a :class:`StageDataset` keyed by upstream name, returns the combined seed."""
+
+OUTPUT_PATTERN = r"^(final|processor:.+)$"
 
 OnSuccessFn = Callable[[Path], Path | str]
 """Called with the stage's artifact directory after generation; returns the parquet file or directory to hand on."""
@@ -133,12 +135,21 @@ class Stage:
         description="Data Designer processor configs run on the stage output.",
         convert=processor_configs,
     )
-    output: str = spec_field("final", yaml=str, description="'final' or 'processor:<name>'.")
+    output: str = spec_field(
+        "final",
+        yaml=str,
+        description="'final' or 'processor:<name>'.",
+        schema={"pattern": OUTPUT_PATTERN},
+        python=Annotated[str, Field(pattern=OUTPUT_PATTERN)],
+        what="'final' or 'processor:<name>'",
+    )
     on_success: OnSuccessFn | None = spec_field(
         None,
         yaml=str | None,
         description="'module:function' called with the artifact dir.",
         convert=on_success_callable,
+        python=Callable | None,
+        what="a callable",
     )
     on_success_version: str | None = spec_field(
         None, yaml=str | None, description="Version of on_success (in the code version).", what="a string"
@@ -148,10 +159,19 @@ class Stage:
     )
     sampling_strategy: SamplingStrategy | str = spec_field(SamplingStrategy.ORDERED, yaml=SamplingStrategyName)
     selection_strategy: IndexRange | PartitionBlock | None = spec_field(
-        None, yaml=IndexRangeModel | PartitionBlockModel | None, convert=selection_value
+        None,
+        yaml=IndexRangeModel | PartitionBlockModel | None,
+        convert=selection_value,
+        python=IndexRange | PartitionBlock | None,
+        what="an IndexRange or a PartitionBlock",
     )
     combine: Literal["concat", "zip"] | CombineFn | None = spec_field(
-        None, yaml=str | None, description="'concat', 'zip' or 'module:function'.", convert=combine_value
+        None,
+        yaml=str | None,
+        description="'concat', 'zip' or 'module:function'.",
+        convert=combine_value,
+        python=Literal["concat", "zip"] | Callable | None,
+        what="'concat', 'zip' or a callable",
     )
     description: str | None = spec_field(None, yaml=str | None, what="a string")
     completion_threshold: float = spec_field(
@@ -179,6 +199,7 @@ class Stage:
         yaml=StrictInt | None,
         description="Fail, keeping finished batches, once the stage used this many tokens (docs/reference.md).",
         bounds=TOKEN_BUDGET_BOUNDS,
+        what=f"a whole number of tokens >= {TOKEN_BUDGET_BOUNDS.minimum}",
     )
     stall_timeout_s: float | None = spec_field(
         None,
