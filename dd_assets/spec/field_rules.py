@@ -13,6 +13,7 @@ EXECUTION_MODES = ("per_stage", "concurrent")
 MAX_STATIC_PARTITIONS = 10_000
 NUM_RECORDS_BOUNDS = Bounds(minimum=1)  # and at most the workflow's max_num_records
 TOKEN_BUDGET_BOUNDS = Bounds(minimum=1)
+TOKEN_BUDGET_WHAT = f"a whole number of tokens >= {TOKEN_BUDGET_BOUNDS.minimum}"  # "must be <what>" of a token budget
 
 
 def check_num_records(value: object, *, maximum: int) -> str | None:
@@ -29,5 +30,5 @@ def check_token_budget(budget: object) -> str | None:
     if budget is None:
         return None
     if not isinstance(budget, int) or budget not in TOKEN_BUDGET_BOUNDS:
-        return f"must be a whole number of tokens >= {TOKEN_BUDGET_BOUNDS.minimum}, got {budget!r}"
+        return f"must be {TOKEN_BUDGET_WHAT}, got {budget!r}"
     return None

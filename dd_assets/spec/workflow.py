@@ -27,6 +27,7 @@ from dd_assets.spec.field_rules import (
     MAX_STATIC_PARTITIONS,
     NUM_RECORDS_BOUNDS,
     TOKEN_BUDGET_BOUNDS,
+    TOKEN_BUDGET_WHAT,
 )
 from dd_assets.spec.field_specs import Bounds, spec_field
 from dd_assets.spec.known_fields import checked_dataclass_init
@@ -199,7 +200,7 @@ class Stage:
         yaml=StrictInt | None,
         description="Fail, keeping finished batches, once the stage used this many tokens (docs/reference.md).",
         bounds=TOKEN_BUDGET_BOUNDS,
-        what=f"a whole number of tokens >= {TOKEN_BUDGET_BOUNDS.minimum}",
+        what=TOKEN_BUDGET_WHAT,
     )
     stall_timeout_s: float | None = spec_field(
         None,
